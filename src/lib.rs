@@ -1,0 +1,18 @@
+//! hapair: an HA pair for the proxy hosts in front of an Impala cluster.
+//!
+//! - `pair`: the pure heartbeat state machine (no I/O, no clock).
+//! - `wire`: the heartbeat packet format and its HMAC.
+//! - `net`: the pair's side effects: UDP, VIPs over netlink, gratuitous ARP.
+//! - `driver`: the tokio loop that feeds the machine and runs its actions.
+//! - `balancer`, `health`: the embedded L4 balancer and its checks.
+//! - `supervisor`: statestored/catalogd children that follow the role.
+//! - `admin`: status page, JSON, metrics, control.
+//! - `lab`: network-namespace lab, stand-in daemons, drills, benchmarks.
+
+pub mod balancer;
+pub mod config;
+pub mod health;
+pub mod lab;
+pub mod net;
+pub mod pair;
+pub mod wire;
