@@ -5,3 +5,8 @@ pub mod machine;
 pub mod types;
 
 pub use types::{Heartbeat, Kind, Role, Time};
+
+#[cfg(test)]
+mod sim;
+#[cfg(test)]
+mod tests;
