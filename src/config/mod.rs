@@ -1,1 +1,148 @@
-//! config
+//! Configuration: raw serde types (with spans) → validated types.
+//!
+//! Every problem is reported as `file:line:col: message`, all at once, so an
+//! operator fixes a config in one pass. Unknown keys are errors.
+
+mod diag;
+mod pair;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+pub use diag::{Diag, Diags};
+pub use pair::{NodeConfig, PairConfig};
+
+/// A fully validated configuration. Nothing is bound before this exists.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub path: PathBuf,
+    pub node: NodeConfig,
+    pub pair: PairConfig,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    node: Option<pair::RawNode>,
+    pair: Spanned<pair::RawPair>,
+}
+
+/// How strictly to check things that depend on the host we run on
+/// (interfaces, local addresses, files).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Host {
+    /// `hapair run`: the interface must exist here.
+    Strict,
+    /// `hapair check` on another machine: host-specific problems are warnings.
+    Lenient,
+}
+
+/// The outcome of a load: the config plus warnings, or every error.
+pub struct Loaded {
+    pub config: Config,
+    pub warnings: Vec<Diag>,
+}
+
+pub fn load(path: &Path, host: Host) -> Result<Loaded, Diags> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Diags::one(Diag::file(
+            path,
+            format!("cannot read config: {e}"),
+        ))
+    })?;
+    parse(path, &text, host)
+}
+
+pub fn parse(path: &Path, text: &str, host: Host) -> Result<Loaded, Diags> {
+    let mut d = Diags::new(path, text);
+    let raw: RawConfig = match toml::from_str(text) {
+        Ok(r) => r,
+        Err(e) => {
+            d.error(e.span(), e.message().to_string());
+            return Err(d);
+        }
+    };
+    let base = path.parent().unwrap_or(Path::new("."));
+    let node = pair::node(raw.node.unwrap_or_default(), base, &mut d);
+    let pair = pair::pair(raw.pair, base, host, &mut d);
+    if d.has_errors() {
+        return Err(d);
+    }
+    let (Some(node), Some(pair)) = (node, pair) else {
+        return Err(d);
+    };
+    let warnings = d.take_warnings();
+    Ok(Loaded {
+        config: Config {
+            path: path.to_path_buf(),
+            node,
+            pair,
+        },
+        warnings,
+    })
+}
+
+/// Parse "100ms", "5s", "1m30s".
+pub(crate) fn duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("`{s}` is not a duration ({e}); write e.g. \"100ms\" or \"5s\""))
+}
+
+/// Addresses configured on this host, for "peer must not be ours".
+pub(crate) fn local_addrs() -> Vec<(String, IpAddr)> {
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+        return vec![];
+    };
+    addrs
+        .filter_map(|a| {
+            let sa = a.address?;
+            let ip = if let Some(v4) = sa.as_sockaddr_in() {
+                IpAddr::V4(v4.ip())
+            } else {
+                IpAddr::V6(sa.as_sockaddr_in6()?.ip())
+            };
+            Some((a.interface_name, ip))
+        })
+        .collect()
+}
+
+impl Config {
+    /// One-paragraph summary printed by `hapair check`.
+    pub fn summary(&self) -> String {
+        let p = &self.pair;
+        let mut s = format!(
+            "node {} priority {} admin {}\npair router_id {} on {} port {} peer {} advert {:?} dead after {} (= {:?}) preempt {}{}\nvips {}\n",
+            self.node.name,
+            self.node.priority,
+            self.node.admin,
+            p.router_id,
+            p.interface,
+            p.port,
+            p.peers.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(","),
+            p.advert_interval,
+            p.dead_after,
+            p.advert_interval * p.dead_after,
+            p.preempt,
+            if p.preempt_delay.is_zero() { String::new() } else { format!(" after {:?}", p.preempt_delay) },
+            p.vips.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(", "),
+        );
+        if !p.witness.is_empty() {
+            s += &format!(
+                "witness {}\n",
+                p.witness.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ")
+            );
+        }
+        s
+    }
+
+    pub fn admin(&self) -> SocketAddr {
+        self.node.admin
+    }
+}
+
+#[cfg(test)]
+mod tests;
