@@ -1,1 +1,107 @@
-fn main() {}
+//! hapair: a thin clap dispatcher. The work is in the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use hapair::config::{self, Host};
+
+#[derive(Parser)]
+#[command(name = "hapair", version, about = "HA pair for Impala proxies: VIP, L4 balancer, service supervision")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the daemon in the foreground.
+    Run {
+        #[arg(short, long, default_value = "/etc/hapair/hapair.toml")]
+        config: PathBuf,
+        #[arg(long, value_enum, default_value = "human")]
+        log_format: LogFormat,
+    },
+    /// Validate a config like `haproxy -c`: exit 0, or 1 with file:line:col errors.
+    Check {
+        #[arg(short, long, default_value = "/etc/hapair/hapair.toml")]
+        config: PathBuf,
+    },
+    /// Write a new random pair key (mode 0600).
+    Keygen { file: PathBuf },
+    /// The namespace lab: demo, drills and benchmarks (root).
+    Lab {
+        #[command(subcommand)]
+        cmd: hapair::lab::cli::LabCmd,
+    },
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HAPAIR_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => b.init(),
+        LogFormat::Json => b.json().init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Run { config, log_format } => {
+            init_logs(log_format);
+            hapair::daemon::run(config)
+        }
+        Cmd::Check { config } => check(&config),
+        Cmd::Keygen { file } => match hapair::wire::keygen(&file) {
+            Ok(()) => {
+                println!("wrote a new pair key to {} (mode 0600); copy it to the peer", file.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("hapair keygen: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Cmd::Lab { cmd } => {
+            init_logs(LogFormat::Human);
+            hapair::lab::cli::run(cmd)
+        }
+    }
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    match config::load(path, Host::Lenient) {
+        Err(d) => {
+            eprint!("{d}");
+            ExitCode::FAILURE
+        }
+        Ok(l) => {
+            for w in &l.warnings {
+                eprintln!("{w}");
+            }
+            let mut ok = true;
+            if let Err(e) = hapair::wire::KeyRing::load(&l.config.pair.auth_key_file) {
+                eprintln!("{}: auth_key_file: {e}", path.display());
+                ok = false;
+            }
+            print!("{}", l.config.summary());
+            if ok {
+                println!("{}: config is valid", path.display());
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}

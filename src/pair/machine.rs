@@ -433,22 +433,34 @@ impl Machine {
             Command::SetWeight(w) => {
                 let before = self.priority();
                 self.weight = w;
-                if self.priority() == before {
-                    return;
-                }
-                // Tell the peer at once: its election depends on it.
-                if matches!(self.state, State::Backup(_) | State::Master(_)) {
-                    self.send(Kind::Advert);
-                }
-                let peer_wins = self.peer_alive(now)
-                    && self.peer.as_ref().is_some_and(|p| !self.outranks(p));
-                if self.role() == Role::Master && peer_wins {
-                    self.start_handover(now, HandoverWhy::PriorityDropped);
-                } else if self.role() == Role::Backup && self.should_preempt(now) {
-                    self.arm_preempt(now);
-                }
+                self.priority_changed(now, before);
             }
             Command::WitnessResult(ok) => self.on_witness(now, ok),
+        }
+    }
+
+    /// A reload: new settings take effect without a role change unless the
+    /// election result changes (a reload never flaps the role by itself).
+    pub fn reconfigure(&mut self, now: Time, cfg: Settings) {
+        let before = self.priority();
+        self.cfg = cfg;
+        self.priority_changed(now, before);
+    }
+
+    fn priority_changed(&mut self, now: Time, before: u8) {
+        if self.priority() == before {
+            return;
+        }
+        // Tell the peer at once: its election depends on it.
+        if matches!(self.state, State::Backup(_) | State::Master(_)) {
+            self.send(Kind::Advert);
+        }
+        let peer_wins =
+            self.peer_alive(now) && self.peer.as_ref().is_some_and(|p| !self.outranks(p));
+        if self.role() == Role::Master && peer_wins {
+            self.start_handover(now, HandoverWhy::PriorityDropped);
+        } else if self.role() == Role::Backup && self.should_preempt(now) {
+            self.arm_preempt(now);
         }
     }
 

@@ -319,3 +319,27 @@ fn tie_goes_to_higher_address() {
     assert_eq!(s.role(B), Some(Role::Master));
     assert_eq!(s.role(A), Some(Role::Backup));
 }
+
+#[test]
+fn reload_with_same_priority_changes_nothing() {
+    let mut s = settled();
+    let mut cfg = s.machine(A).settings().clone();
+    cfg.garp_refresh = Duration::from_secs(10);
+    let now = s.now;
+    s.nodes[A].m.as_mut().unwrap().reconfigure(now, cfg);
+    s.run_for(ms(2000));
+    assert_eq!(s.nodes[A].roles.len(), 1, "no role change on reload");
+    assert_eq!(s.role(A), Some(Role::Master));
+}
+
+#[test]
+fn reload_that_lowers_priority_hands_over() {
+    let mut s = settled();
+    let mut cfg = s.machine(A).settings().clone();
+    cfg.priority = 50;
+    let now = s.now;
+    s.nodes[A].m.as_mut().unwrap().reconfigure(now, cfg);
+    s.run_for(ms(20));
+    assert_eq!(s.role(B), Some(Role::Master));
+    assert!(s.gaps.is_empty());
+}

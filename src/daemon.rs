@@ -1,0 +1,132 @@
+//! `hapair run`: load and validate everything, bind, then serve until SIGTERM.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use tokio::signal::unix::{signal, SignalKind};
+use tracing::{error, info, warn};
+
+use crate::config::{self, Host};
+use crate::driver::{self, Request};
+use crate::events::EventLog;
+use crate::pair::Role;
+use crate::wire::KeyRing;
+
+/// Exit code for a bad config, as linkerd and sysexits(3) use.
+pub const EX_CONFIG: u8 = 64;
+
+/// Load the config and its key ring, printing every problem.
+pub fn load_all(path: &Path, host: Host) -> Result<(config::Config, KeyRing), String> {
+    let loaded = config::load(path, host).map_err(|d| d.to_string().trim_end().to_string())?;
+    for w in &loaded.warnings {
+        warn!("{w}");
+    }
+    let keys = KeyRing::load(&loaded.config.pair.auth_key_file).map_err(|e| {
+        format!("{}: auth_key_file: {e}", path.display())
+    })?;
+    Ok((loaded.config, keys))
+}
+
+pub fn run(path: PathBuf) -> ExitCode {
+    let (cfg, keys) = match load_all(&path, Host::Strict) {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("{e}");
+            error!("invalid config: not starting");
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("hapair-main")
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(serve(path, cfg, keys))
+}
+
+async fn serve(path: PathBuf, cfg: config::Config, keys: KeyRing) -> ExitCode {
+    let events = EventLog::default();
+    events.push("start", format!("hapair {} starting as {}", env!("CARGO_PKG_VERSION"), cfg.node.name));
+    let (role_tx, _role_rx) = tokio::sync::watch::channel(Role::Init);
+    let (pair, pair_thread) = match driver::spawn(&cfg, keys, events.clone(), role_tx) {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("cannot start the pair: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    sd_notify("READY=1");
+    info!(config = %path.display(), "ready");
+
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        eprintln!("cannot install signal handlers");
+        return ExitCode::FAILURE;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {
+                sd_notify("RELOADING=1");
+                match load_all(&path, Host::Strict) {
+                    Ok((new, keys)) => {
+                        info!("reload: config valid, applying");
+                        events.push("reload", "config reloaded");
+                        let _ = pair.tx.send(Request::Reload(Box::new(new), keys));
+                    }
+                    Err(e) => {
+                        error!("reload rejected, the old config keeps running:\n{e}");
+                        events.push("reload", format!("rejected: {}", e.lines().next().unwrap_or("")));
+                    }
+                }
+                sd_notify("READY=1");
+            }
+        }
+    }
+    info!("shutting down: handing over to the peer if it is alive");
+    sd_notify("STOPPING=1");
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let _ = pair.tx.send(Request::Shutdown(done_tx));
+    let grace = (cfg.pair.advert_interval * cfg.pair.dead_after).max(Duration::from_secs(1)) * 2;
+    if tokio::time::timeout(grace, done_rx).await.is_err() {
+        warn!("handover did not finish within {grace:?}; exiting");
+    }
+    drop(pair);
+    let _ = tokio::task::spawn_blocking(move || pair_thread.join()).await;
+    info!("stopped");
+    ExitCode::SUCCESS
+}
+
+/// Tell systemd (Type=notify) about our state; a no-op without systemd.
+pub fn sd_notify(state: &str) {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let sock = match std::os::unix::net::UnixDatagram::unbound() {
+        Ok(s) => s,
+        Err(_) => return,
+    };
+    let p = path.to_string_lossy();
+    let r = if let Some(abs) = p.strip_prefix('@') {
+        use std::os::linux::net::SocketAddrExt;
+        std::os::unix::net::SocketAddr::from_abstract_name(abs.as_bytes())
+            .and_then(|a| sock.send_to_addr(state.as_bytes(), &a))
+    } else {
+        sock.send_to(state.as_bytes(), &*p)
+    };
+    if let Err(e) = r {
+        warn!(error = %e, "sd_notify failed");
+    }
+}
