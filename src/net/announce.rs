@@ -246,7 +246,10 @@ impl Announcer {
             return Err(io::Error::last_os_error());
         }
         if n as usize != frame.len() {
-            return Err(io::Error::new(io::ErrorKind::WriteZero, "short frame write"));
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                "short frame write",
+            ));
         }
         Ok(())
     }

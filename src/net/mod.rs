@@ -38,9 +38,7 @@ impl Error {
     /// The errno of a kernel refusal, if this is one (positive, as in `libc::EEXIST`).
     pub fn errno(&self) -> Option<i32> {
         match self {
-            Error::Netlink(rtnetlink::Error::NetlinkError(msg)) => {
-                msg.code.map(|c| c.get().abs())
-            }
+            Error::Netlink(rtnetlink::Error::NetlinkError(msg)) => msg.code.map(|c| c.get().abs()),
             Error::Io(e) => e.raw_os_error(),
             _ => None,
         }

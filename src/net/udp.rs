@@ -35,7 +35,11 @@ impl Family {
 ///
 /// SO_REUSEADDR lets a restarted daemon bind at once. IPv6 sockets are IPv6-only, so a V4 and
 /// a V6 socket can share the port. Must be called from inside a tokio runtime.
-pub fn bind_heartbeat(ifname: &str, port: u16, family: Family) -> io::Result<tokio::net::UdpSocket> {
+pub fn bind_heartbeat(
+    ifname: &str,
+    port: u16,
+    family: Family,
+) -> io::Result<tokio::net::UdpSocket> {
     let (domain, any) = match family {
         Family::V4 => (Domain::IPV4, IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
         Family::V6 => (Domain::IPV6, IpAddr::V6(Ipv6Addr::UNSPECIFIED)),

@@ -80,7 +80,10 @@ impl Vips {
             .address()
             .add(ifindex, vip.addr(), vip.prefix_len());
         if vip.addr().is_ipv6() {
-            req.message_mut().header.flags.push(AddressHeaderFlag::Nodad);
+            req.message_mut()
+                .header
+                .flags
+                .push(AddressHeaderFlag::Nodad);
         }
         match req.execute().await {
             Ok(()) => Ok(()),

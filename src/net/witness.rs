@@ -46,7 +46,12 @@ pub async fn ping(addr: IpAddr, timeout: Duration) -> bool {
 /// Send one echo request to `addr` and wait for its reply.
 async fn echo(addr: IpAddr) -> io::Result<()> {
     let (domain, proto, request, reply) = match addr {
-        IpAddr::V4(_) => (Domain::IPV4, Protocol::ICMPV4, ICMP_ECHO_REQUEST, ICMP_ECHO_REPLY),
+        IpAddr::V4(_) => (
+            Domain::IPV4,
+            Protocol::ICMPV4,
+            ICMP_ECHO_REQUEST,
+            ICMP_ECHO_REPLY,
+        ),
         IpAddr::V6(_) => (
             Domain::IPV6,
             Protocol::ICMPV6,
