@@ -122,7 +122,8 @@ struct Driver {
     sock: tokio::net::UdpSocket,
     vips: net::vip::Vips,
     ifindex: u32,
-    announcer: Option<net::announce::Announcer>,
+    /// Shared with the burst tasks, which space frames 10 ms apart off the pair loop.
+    announcer: Option<Arc<Mutex<net::announce::Announcer>>>,
     link: tokio::sync::watch::Receiver<bool>,
     guard: ReplayGuard,
     epoch: u64,
@@ -196,15 +197,15 @@ impl Driver {
             warn!(vip = %v, "removed stale VIP left by an earlier run");
             events.push("vip", format!("removed stale VIP {v} left by an earlier run"));
         }
-        let sock = net::udp::bind_heartbeat(&cfg.pair.interface, cfg.pair.port, addr.is_ipv4())?;
+        let sock = net::udp::bind_heartbeat(&cfg.pair.interface, cfg.pair.port, net::udp::Family::of(&addr))?;
         let announcer = match net::announce::Announcer::open(&cfg.pair.interface) {
-            Ok(a) => Some(a),
+            Ok(a) => Some(Arc::new(Mutex::new(a))),
             Err(e) => {
                 warn!(error = %e, "cannot open a packet socket: VIPs will not be announced");
                 None
             }
         };
-        let link = net::link_watch(&cfg.pair.interface).await?;
+        let link = net::link::link_watch(&cfg.pair.interface).await?;
         let epoch = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_micros() as u64)
@@ -316,11 +317,13 @@ impl Driver {
         if hb.addr == self.addr {
             return; // our own, looped
         }
-        if !self.cfg.pair.peers.contains(&from.ip()) {
-            return self.dropped("unknown_source", from);
-        }
+        // The replay guard goes first: a captured packet re-sent from anywhere
+        // is a replay, whatever its source address.
         if let Err(reason) = self.guard.check(&hb) {
             return self.dropped(reason.label(), from);
+        }
+        if !self.cfg.pair.peers.contains(&from.ip()) {
+            return self.dropped("unknown_source", from);
         }
         self.counters.received += 1;
         let now = self.now();
@@ -451,15 +454,15 @@ impl Driver {
 
     /// One burst of `garp_count` announcements, 10 ms apart, off the pair loop.
     fn announce(&mut self) {
-        let Some(a) = self.announcer.as_ref().map(|a| a.clone_sender()) else {
+        let Some(a) = self.announcer.clone() else {
             return;
         };
         let ips: Vec<IpAddr> = self.cfg.pair.vips.iter().map(|v| v.addr()).collect();
         let count = self.cfg.pair.garp_count;
         tokio::spawn(async move {
-            let mut a = a;
             for i in 0..count {
-                if let Err(e) = a.send(&ips) {
+                let sent = a.lock().map_err(|_| std::io::Error::other("poisoned")).and_then(|mut a| a.send(&ips));
+                if let Err(e) = sent {
                     warn!(error = %e, "gratuitous ARP send failed");
                 }
                 if i + 1 < count {

@@ -16,3 +16,6 @@ pub mod lab;
 pub mod net;
 pub mod pair;
 pub mod wire;
+pub mod daemon;
+pub mod driver;
+pub mod events;

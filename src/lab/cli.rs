@@ -81,7 +81,7 @@ fn drill_to_files(out: &std::path::Path, pair: &str) -> anyhow::Result<()> {
     let json = out.join("drill.json");
     let svg = out.join("drill.svg");
     std::fs::write(&json, t.to_json())?;
-    std::fs::write(&svg, super::plot::svg(&t))?;
+    std::fs::write(&svg, super::plot::svg(&t, &super::plot::PlotOpts::default()))?;
     println!("{}", t.render());
     print!("{}", t.render_summary());
     println!("wrote {} and {}", json.display(), svg.display());

@@ -315,8 +315,8 @@ impl PairLab {
 
     /// Pull (false) or plug (true) node `i`'s cable at the switch.
     pub fn set_link(&self, i: usize, up: bool) -> anyhow::Result<()> {
-        self.lab.set_port(&self.ports[i], up)?;
         self.note("switch", if up { EventKind::LinkUp } else { EventKind::LinkDown });
+        self.lab.set_port(&self.ports[i], up)?;
         Ok(())
     }
 
@@ -384,6 +384,8 @@ impl PairLab {
         let deadline = Some(Instant::now() + Duration::from_secs(600));
         let client = self.client.spawn_thread(move || {
             ConnectLoop::new(target)
+                .attempt_timeout(Duration::from_millis(10))
+                .pause(Duration::from_millis(2))
                 .read_banner(true)
                 .abort_close(true)
                 .run(origin, &s1, deadline)
