@@ -48,7 +48,10 @@ pub fn require_root(test: &str) -> bool {
     if std::env::var("CI").as_deref() == Ok("true") {
         panic!("{test}: namespace tests need root, and CI=true forbids skipping");
     }
-    eprintln!("{test}: skipped: namespace tests need root");
+    // Written to the real stderr, not through eprintln!, which the test harness captures and
+    // hides for passing tests: a skip must be seen.
+    use std::io::Write;
+    let _ = writeln!(io::stderr(), "{test}: SKIPPED: namespace tests need root");
     false
 }
 
