@@ -33,6 +33,9 @@ fn assert_gone(names: &[String]) {
 }
 
 fn names(lab: &Lab, hosts: &[&Netns]) -> Vec<String> {
+    for h in hosts {
+        assert!(h.name().starts_with(&lab.prefix()), "{}", h.name());
+    }
     let mut v = vec![lab.switch().name().to_string()];
     v.extend(hosts.iter().map(|h| h.name().to_string()));
     v
