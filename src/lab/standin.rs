@@ -806,4 +806,27 @@ mod tests {
         let d = Cli::parse_from(["x", "impalad"]);
         assert!(d.o.active && d.o.listen.is_empty() && d.o.web.is_none());
     }
+
+    /// The lab client reads the stand-in's banner: it knows which host answered.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn client_reads_the_banner() {
+        use crate::lab::client::{failed_count, ConnectLoop};
+        let s = Standin::start(local(StandinRole::Impalad, "impala7", 1))
+            .await
+            .unwrap();
+        let cl = ConnectLoop::new(s.listen_addrs()[0])
+            .read_banner(true)
+            .max_attempts(20)
+            .pause(Duration::from_millis(1));
+        let recs = tokio::task::spawn_blocking(move || {
+            cl.run(Instant::now(), &AtomicBool::new(false), None)
+        })
+        .await
+        .unwrap();
+        assert_eq!(recs.len(), 20);
+        assert_eq!(failed_count(&recs), 0, "{recs:?}");
+        assert!(recs.iter().all(|r| r.host() == Some("impala7")));
+        s.stop();
+        s.wait().await;
+    }
 }
