@@ -33,6 +33,9 @@ fn assert_gone(names: &[String]) {
 }
 
 fn names(lab: &Lab, hosts: &[&Netns]) -> Vec<String> {
+    for h in hosts {
+        assert!(h.name().starts_with(&lab.prefix()), "{}", h.name());
+    }
     let mut v = vec![lab.switch().name().to_string()];
     v.extend(hosts.iter().map(|h| h.name().to_string()));
     v
@@ -198,6 +201,11 @@ fn vip_add_del_idempotent_and_reachable() {
             v.del(idx, vip4).await.unwrap();
             v.del(idx, vip6).await.unwrap();
             assert!(v.remove_stale(idx, &configured).await.unwrap().is_empty());
+            // Releasing removes the VIP whatever prefix length it was added with.
+            v.add(idx, net("192.0.2.100/32")).await.unwrap();
+            v.del(idx, vip4).await.unwrap();
+            let left = v.list(idx).await.unwrap();
+            assert!(!left.iter().any(|n| n.addr() == vip4.addr()), "{left:?}");
         })
         .unwrap();
 
@@ -654,4 +662,27 @@ fn cleanup_stale_leaves_live_namespaces() {
     let name = a.name().to_string();
     drop(a);
     assert!(!netns::exists(&name));
+}
+
+/// A panic in the middle of a lab still deletes every namespace of it.
+#[test]
+fn panic_deletes_the_lab() {
+    if !require_root("panic_deletes_the_lab") {
+        return;
+    }
+    let (tx, rx) = mpsc::channel();
+    let result = std::panic::catch_unwind(move || {
+        let lab = Lab::new().unwrap();
+        let a = lab.host("a").unwrap();
+        lab.attach(&a, "eth0", &["192.0.2.1/24"]).unwrap();
+        let mut cmd = std::process::Command::new("sleep");
+        cmd.arg("30");
+        let p = a.spawn(cmd).unwrap();
+        tx.send((names(&lab, &[&a]), p.pid())).unwrap();
+        a.in_ns(|| panic!("boom inside the namespace")).unwrap();
+    });
+    assert!(result.is_err());
+    let (created, pid) = rx.recv().unwrap();
+    assert_gone(&created);
+    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
 }

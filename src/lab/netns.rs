@@ -48,7 +48,10 @@ pub fn require_root(test: &str) -> bool {
     if std::env::var("CI").as_deref() == Ok("true") {
         panic!("{test}: namespace tests need root, and CI=true forbids skipping");
     }
-    eprintln!("{test}: skipped: namespace tests need root");
+    // Written to the real stderr, not through eprintln!, which the test harness captures and
+    // hides for passing tests: a skip must be seen.
+    use std::io::Write;
+    let _ = writeln!(io::stderr(), "{test}: SKIPPED: namespace tests need root");
     false
 }
 
@@ -432,7 +435,7 @@ impl Drop for Proc {
 
 /// A switch namespace with a bridge, into which host namespaces are plugged.
 ///
-/// Namespaces of one lab are named `hp<pid>-<lab><suffix>`, so several labs in one process
+/// Namespaces of one lab are named `hp<pid>-<lab>-<suffix>`, so several labs in one process
 /// (parallel tests) never collide.
 #[derive(Debug)]
 pub struct Lab {
@@ -445,10 +448,10 @@ pub struct Lab {
 }
 
 impl Lab {
-    /// Create the switch namespace `hp<pid>-<lab>sw` with bridge `br0` up.
+    /// Create the switch namespace `hp<pid>-<lab>-sw` with bridge `br0` up.
     pub fn new() -> io::Result<Lab> {
         let id = LAB_SEQ.fetch_add(1, Ordering::Relaxed);
-        let switch = Netns::new(&format!("{id}sw"))?;
+        let switch = Netns::new(&format!("{id}-sw"))?;
         // The switch is a switch, not a host: no IPv6 chatter of its own.
         switch.exec(["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"])?;
         switch.exec(["sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"])?;
@@ -473,9 +476,9 @@ impl Lab {
         })
     }
 
-    /// A new host namespace of this lab, `hp<pid>-<lab><name>`.
+    /// A new host namespace of this lab, `hp<pid>-<lab>-<name>`.
     pub fn host(&self, name: &str) -> io::Result<Netns> {
-        Netns::new(&format!("{}{name}", self.id))
+        Netns::new(&format!("{}-{name}", self.id))
     }
 
     /// The switch namespace.
@@ -483,9 +486,9 @@ impl Lab {
         &self.switch
     }
 
-    /// The prefix of every namespace of this lab.
+    /// The prefix of every namespace of this lab, `hp<pid>-<lab>-`.
     pub fn prefix(&self) -> String {
-        format!("{}{}", prefix(), self.id)
+        format!("{}{}-", prefix(), self.id)
     }
 
     /// Plug `ns` into the switch: a veth pair whose host end is `ifname` in `ns` (up, with

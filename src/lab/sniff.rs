@@ -532,4 +532,49 @@ mod tests {
             "\"02:00:00:00:00:01\""
         );
     }
+
+    /// A GARP for a documentation address sent on `lo` is seen by a sniffer on `lo`. Needs
+    /// CAP_NET_RAW: skipped as non-root, except under CI where that is a failure.
+    #[test]
+    fn sniffer_sees_a_garp_on_loopback() {
+        if !nix::unistd::geteuid().is_root() {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI runs as root"
+            );
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let vip: IpAddr = "198.51.100.7".parse().unwrap();
+        let origin = Instant::now();
+        let stop = Arc::new(AtomicBool::new(false));
+        let sniffer = Sniffer::open("lo", vec![vip]).unwrap();
+        let h = sniffer.spawn(
+            origin,
+            stop.clone(),
+            Some(Instant::now() + Duration::from_secs(5)),
+        );
+        let lo = pnet_datalink::interfaces()
+            .into_iter()
+            .find(|i| i.name == "lo")
+            .unwrap();
+        let Ok(pnet_datalink::Channel::Ethernet(mut tx, _rx)) =
+            pnet_datalink::channel(&lo, Default::default())
+        else {
+            panic!("no channel on lo");
+        };
+        // One frame for another address first: it must be filtered out.
+        let other = arp(1, SRC, [198, 51, 100, 8], [0; 6], [198, 51, 100, 8]);
+        let garp = arp(1, SRC, [198, 51, 100, 7], [0; 6], [198, 51, 100, 7]);
+        for f in [&other, &garp] {
+            tx.send_to(f, None).unwrap().unwrap();
+        }
+        thread::sleep(Duration::from_millis(100));
+        stop.store(true, Ordering::Relaxed);
+        let seen = h.join().unwrap();
+        assert!(!seen.is_empty(), "no sighting");
+        assert!(seen.iter().all(|s| s.announcement.ip == vip), "{seen:?}");
+        assert_eq!(seen[0].announcement.mac, Mac(SRC));
+        assert!(seen[0].at_ms >= 0.0 && seen[0].at_ms < 1000.0);
+    }
 }

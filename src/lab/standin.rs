@@ -806,4 +806,125 @@ mod tests {
         let d = Cli::parse_from(["x", "impalad"]);
         assert!(d.o.active && d.o.listen.is_empty() && d.o.web.is_none());
     }
+
+    /// The lab client reads the stand-in's banner: it knows which host answered.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn client_reads_the_banner() {
+        use crate::lab::client::{failed_count, ConnectLoop};
+        let s = Standin::start(local(StandinRole::Impalad, "impala7", 1))
+            .await
+            .unwrap();
+        let cl = ConnectLoop::new(s.listen_addrs()[0])
+            .read_banner(true)
+            .max_attempts(20)
+            .pause(Duration::from_millis(1));
+        let recs = tokio::task::spawn_blocking(move || {
+            cl.run(Instant::now(), &AtomicBool::new(false), None)
+        })
+        .await
+        .unwrap();
+        assert_eq!(recs.len(), 20);
+        assert_eq!(failed_count(&recs), 0, "{recs:?}");
+        assert!(recs.iter().all(|r| r.host() == Some("impala7")));
+        s.stop();
+        s.wait().await;
+    }
+
+    /// Not a test on its own: the child-process body for `child_process_lifecycle`, which
+    /// re-runs this test binary with `HAPAIR_STANDIN_CHILD` set to the stand-in's arguments.
+    #[test]
+    fn standin_child_entry() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            o: StandinOpts,
+        }
+        let Ok(args) = std::env::var("HAPAIR_STANDIN_CHILD") else {
+            return;
+        };
+        let cli = Cli::parse_from(std::iter::once("standin").chain(args.split(' ')));
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(run_standin(cli.o)).unwrap();
+    }
+
+    struct Child {
+        child: std::process::Child,
+        web: SocketAddr,
+    }
+
+    impl Child {
+        fn start(args: &str) -> Child {
+            use std::io::BufRead;
+            let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", "lab::standin::tests::standin_child_entry"])
+                .args(["--nocapture", "--test-threads=1"])
+                .env("HAPAIR_STANDIN_CHILD", args)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+            let line = lines
+                .find_map(|l| l.ok().filter(|l| l.contains(" started: ")))
+                .expect("start line");
+            let web = line
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("web="))
+                .unwrap()
+                .parse()
+                .unwrap();
+            // Keep draining stderr so the child never blocks on a full pipe.
+            std::thread::spawn(move || lines.for_each(drop));
+            Child { child, web }
+        }
+        fn signal(&self, sig: nix::sys::signal::Signal) {
+            let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+            nix::sys::signal::kill(pid, sig).unwrap();
+        }
+        /// The exit code, if the child exits within `within`.
+        fn exit_within(&mut self, within: Duration) -> Option<i32> {
+            let t0 = Instant::now();
+            while t0.elapsed() < within {
+                if let Some(st) = self.child.try_wait().unwrap() {
+                    return st.code();
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            None
+        }
+    }
+
+    impl Drop for Child {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    #[tokio::test]
+    async fn child_process_lifecycle() {
+        use nix::sys::signal::Signal;
+        const BASE: &str = "--listen 127.0.0.1:0 --web 127.0.0.1:0 --name c";
+
+        // SIGUSR1 flips readiness; SIGTERM stops with exit 0.
+        let mut c = Child::start(&format!("statestored {BASE}"));
+        assert_eq!(http_get(c.web, "/healthz", T).await.unwrap().0, 200);
+        c.signal(Signal::SIGUSR1);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(http_get(c.web, "/healthz", T).await.unwrap().0, 503);
+        c.signal(Signal::SIGTERM);
+        assert_eq!(c.exit_within(Duration::from_secs(3)), Some(0));
+
+        // --ignore-sigterm survives SIGTERM (the Drop kills it).
+        let mut c = Child::start(&format!("catalogd {BASE} --ignore-sigterm"));
+        c.signal(Signal::SIGTERM);
+        assert_eq!(c.exit_within(Duration::from_millis(300)), None);
+        assert_eq!(http_get(c.web, "/healthz", T).await.unwrap().0, 200);
+        drop(c);
+
+        // --crash-after exits with code 1.
+        let mut c = Child::start(&format!("impalad {BASE} --crash-after 100ms"));
+        assert_eq!(c.exit_within(Duration::from_secs(3)), Some(1));
+    }
 }

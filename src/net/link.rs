@@ -70,24 +70,35 @@ pub async fn link_watch(ifname: &str) -> Result<watch::Receiver<bool>, Error> {
 
     let name = ifname.to_string();
     tokio::spawn(async move {
-        // Keeps the netlink connection alive for as long as the watch runs.
-        let _handle = handle;
+        // A multicast socket that overflows (ENOBUFS under a storm of link events) loses
+        // messages silently; re-reading the state now and then bounds how long a lost one
+        // can leave the watch wrong.
+        let mut resync = tokio::time::interval(RESYNC);
+        resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        resync.tick().await;
         loop {
-            let msg = tokio::select! {
+            let up = tokio::select! {
                 _ = tx.closed() => break,
-                m = messages.next() => m,
-            };
-            let Some((msg, _)) = msg else {
-                tracing::warn!(ifname = %name, "link watch: netlink stream ended");
-                break;
-            };
-            let NetlinkPayload::InnerMessage(inner) = msg.payload else {
-                continue;
-            };
-            let up = match inner {
-                RouteNetlinkMessage::NewLink(l) if l.header.index == index => is_usable(&l),
-                RouteNetlinkMessage::DelLink(l) if l.header.index == index => false,
-                _ => continue,
+                _ = resync.tick() => match current(&handle, index).await {
+                    Some(up) => up,
+                    None => continue,
+                },
+                m = messages.next() => {
+                    let Some((msg, _)) = m else {
+                        tracing::warn!(ifname = %name, "link watch: netlink stream ended");
+                        break;
+                    };
+                    let NetlinkPayload::InnerMessage(inner) = msg.payload else {
+                        continue;
+                    };
+                    match inner {
+                        RouteNetlinkMessage::NewLink(l) if l.header.index == index => {
+                            is_usable(&l)
+                        }
+                        RouteNetlinkMessage::DelLink(l) if l.header.index == index => false,
+                        _ => continue,
+                    }
+                }
             };
             tx.send_if_modified(|cur| {
                 if *cur == up {
@@ -101,6 +112,27 @@ pub async fn link_watch(ifname: &str) -> Result<watch::Receiver<bool>, Error> {
         conn.abort();
     });
     Ok(rx)
+}
+
+/// How often the watch re-reads the link state, in case a multicast message was lost.
+const RESYNC: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The link's state now: `Some(false)` if it is gone, `None` if netlink failed.
+async fn current(handle: &rtnetlink::Handle, index: u32) -> Option<bool> {
+    let mut links = handle.link().get().match_index(index).execute();
+    match futures::TryStreamExt::try_next(&mut links).await {
+        Ok(Some(link)) => Some(is_usable(&link)),
+        Ok(None) => Some(false),
+        Err(rtnetlink::Error::NetlinkError(e))
+            if e.code.map(|c| c.get().abs()) == Some(libc::ENODEV) =>
+        {
+            Some(false)
+        }
+        Err(e) => {
+            tracing::warn!(index, error = %e, "link watch: re-reading the link failed");
+            None
+        }
+    }
 }
 
 #[cfg(test)]

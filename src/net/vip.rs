@@ -92,12 +92,30 @@ impl Vips {
         }
     }
 
-    /// Remove `vip` from the interface. `Ok` if it is not there (EADDRNOTAVAIL, ENOENT).
+    /// Remove `vip` from the interface, whatever prefix length it has there. `Ok` if it is
+    /// not there (EADDRNOTAVAIL, ENOENT).
+    ///
+    /// The kernel matches IPv4 deletes on the prefix length too, so a VIP added by hand or by
+    /// an older config with another prefix would survive an exact delete; releasing must
+    /// really release, so a miss falls back to deleting every entry with the same address.
     pub async fn del(&self, ifindex: u32, vip: IpNet) -> Result<(), Error> {
-        let msg = address_message(ifindex, vip);
+        if self.del_exact(ifindex, vip).await? {
+            return Ok(());
+        }
+        for net in self.list(ifindex).await? {
+            if net.addr() == vip.addr() {
+                self.del_exact(ifindex, net).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Delete exactly `net`; `Ok(false)` if the kernel had no such address.
+    async fn del_exact(&self, ifindex: u32, net: IpNet) -> Result<bool, Error> {
+        let msg = address_message(ifindex, net);
         match self.handle.address().del(msg).execute().await {
-            Ok(()) => Ok(()),
-            Err(e) if is_errno(&e, libc::EADDRNOTAVAIL) || is_errno(&e, libc::ENOENT) => Ok(()),
+            Ok(()) => Ok(true),
+            Err(e) if is_errno(&e, libc::EADDRNOTAVAIL) || is_errno(&e, libc::ENOENT) => Ok(false),
             Err(e) => Err(e.into()),
         }
     }
@@ -140,7 +158,7 @@ impl Vips {
             if !vips.iter().any(|v| v.addr() == net.addr()) {
                 continue;
             }
-            self.del(ifindex, net).await?;
+            self.del_exact(ifindex, net).await?;
             tracing::info!(vip = %net, ifindex, "removed stale VIP");
             removed.push(net);
         }

@@ -90,7 +90,7 @@ pub enum KeyError {
     Io { path: PathBuf, source: io::Error },
     #[error("{}: holds no key (only blank lines or comments); create one with `hapair keygen PATH`", .path.display())]
     Empty { path: PathBuf },
-    #[error("{}: mode {mode:04o} lets group or others read the pair key; run `chmod 600 {}`", .path.display(), .path.display())]
+    #[error("{}: mode {mode:04o} gives group or others access to the pair key; run `chmod 600 {}`", .path.display(), .path.display())]
     Permissions { path: PathBuf, mode: u32 },
     #[error("{}:{line}: expected `<id> <hex>` (or a single bare hex key), found {found} fields", .path.display())]
     Syntax {
