@@ -35,8 +35,9 @@ pub fn bind(addr: SocketAddr, backlog: u32) -> io::Result<std::net::TcpListener>
 /// The accepting part of a listener, swapped when `bind` changes on reload.
 #[derive(Debug)]
 pub(crate) struct Acceptor {
-    /// Shared so a reload can hand the bound socket to a renamed listener.
-    pub sock: Arc<TcpListener>,
+    /// Shared so a reload can hand the bound socket to a renamed listener. `None` once the
+    /// listener is removed: the socket closes even while old connections still run.
+    pub sock: Option<Arc<TcpListener>>,
     /// The address as configured (may have port 0); reload matches sockets on it.
     pub configured: SocketAddr,
     /// Stops this accept loop; existing connections are not affected.
@@ -91,8 +92,8 @@ impl Listener {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .sock
-            .local_addr()
-            .ok()
+            .as_ref()
+            .and_then(|s| s.local_addr().ok())
     }
 
     /// Changes maxconn for new connections: adds permits, or forgets them as they come free.
@@ -114,7 +115,8 @@ impl Listener {
     pub(crate) fn set_backlog(&self, backlog: u32) {
         let a = self.acceptor.lock().unwrap_or_else(|p| p.into_inner());
         // listen(2) again on a listening socket changes its backlog on Linux.
-        let _ = SockRef::from(&*a.sock).listen(backlog.min(i32::MAX as u32) as i32);
+        let Some(sock) = &a.sock else { return };
+        let _ = SockRef::from(&**sock).listen(backlog.min(i32::MAX as u32) as i32);
     }
 }
 

@@ -14,7 +14,6 @@ pub mod pick;
 pub mod pool;
 pub mod proxy;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
@@ -170,32 +169,44 @@ impl Balancer {
     /// error leaves the old set running untouched.
     pub async fn reload(&self, new: Vec<ListenConfig>) -> Result<(), BalancerError> {
         let mut cur = lock(&self.inner.listeners);
-        // 1. Sockets: reuse a running one bound to the same configured address, else bind.
-        let running: HashMap<SocketAddr, Arc<TcpListener>> = cur
-            .iter()
-            .map(|l| {
-                let a = lock(&l.acceptor);
-                (a.configured, a.sock.clone())
-            })
-            .collect();
+        // 1. Sockets: keep the one a listener of the same name has on the same configured
+        //    address; else take over one bound to that address by another (renamed or
+        //    removed) listener, unless the port is 0 (ephemeral, never shared); else bind.
+        let sock_of = |l: &Listener| {
+            let a = lock(&l.acceptor);
+            (a.configured, a.sock.clone())
+        };
+        let sock_of = |l: &Listener| match sock_of(l) {
+            (addr, Some(s)) => Some((addr, s)),
+            (_, None) => None,
+        };
         let mut socks: Vec<Arc<TcpListener>> = Vec::with_capacity(new.len());
         for cfg in &new {
-            if let Some(s) = running.get(&cfg.bind) {
-                socks.push(s.clone());
+            let same_name = cur
+                .iter()
+                .find(|l| l.name == cfg.name)
+                .and_then(|l| sock_of(l));
+            let reuse = match same_name {
+                Some((addr, s)) if addr == cfg.bind => Some(s),
+                _ if cfg.bind.port() == 0 => None,
+                _ => cur
+                    .iter()
+                    .filter(|l| !new.iter().any(|n| n.name == l.name && n.bind == cfg.bind))
+                    .filter_map(|l| sock_of(l))
+                    .find(|(addr, _)| *addr == cfg.bind)
+                    .map(|(_, s)| s),
+            };
+            if let Some(s) = reuse {
+                socks.push(s);
                 continue;
             }
-            let std =
-                listener::bind(cfg.bind, cfg.backlog).map_err(|source| BalancerError::Bind {
-                    name: cfg.name.clone(),
-                    addr: cfg.bind,
-                    source,
-                })?;
-            let tl = TcpListener::from_std(std).map_err(|source| BalancerError::Bind {
+            let err = |source| BalancerError::Bind {
                 name: cfg.name.clone(),
                 addr: cfg.bind,
                 source,
-            })?;
-            socks.push(Arc::new(tl));
+            };
+            let std = listener::bind(cfg.bind, cfg.backlog).map_err(err)?;
+            socks.push(Arc::new(TcpListener::from_std(std).map_err(err)?));
         }
         // 2. Apply.
         let mut next: Vec<Arc<Listener>> = Vec::with_capacity(new.len());
@@ -216,7 +227,9 @@ impl Balancer {
         // 3. Whatever is left was removed: stop accepting and checking.
         for l in cur.drain(..) {
             tracing::info!(listener = %l.name, "listener removed: stops accepting; open connections finish");
-            lock(&l.acceptor).stop.cancel();
+            let mut a = lock(&l.acceptor);
+            a.stop.cancel();
+            a.sock = None;
             lock(&l.checks).cancel();
         }
         *cur = next;
@@ -232,7 +245,7 @@ impl Balancer {
         let stop = self.inner.root.child_token();
         let checks = self.inner.root.child_token();
         let acceptor = Acceptor {
-            sock: sock.clone(),
+            sock: Some(sock.clone()),
             configured: cfg.bind,
             stop: stop.clone(),
         };
@@ -260,11 +273,11 @@ impl Balancer {
         // Socket.
         {
             let mut a = lock(&l.acceptor);
-            if a.configured != cfg.bind || !Arc::ptr_eq(&a.sock, &sock) {
+            if a.configured != cfg.bind || !a.sock.as_ref().is_some_and(|s| Arc::ptr_eq(s, &sock)) {
                 a.stop.cancel();
                 let stop = self.inner.root.child_token();
                 *a = Acceptor {
-                    sock: sock.clone(),
+                    sock: Some(sock.clone()),
                     configured: cfg.bind,
                     stop: stop.clone(),
                 };

@@ -285,7 +285,7 @@ impl Server {
 }
 
 /// Algorithm state, behind the pool's pick lock.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct PickState {
     /// Smooth WRR current weights, by slot.
     wrr: Vec<i64>,
@@ -293,6 +293,17 @@ struct PickState {
     last: usize,
     /// Scratch candidate list, kept to avoid an allocation per pick.
     cands: Vec<Cand>,
+}
+
+impl Default for PickState {
+    fn default() -> PickState {
+        // leastconn's first tie goes to slot 0.
+        PickState {
+            wrr: Vec::new(),
+            last: usize::MAX,
+            cands: Vec::new(),
+        }
+    }
 }
 
 /// The servers of one listener and the pick state.
