@@ -1,0 +1,286 @@
+//! Listeners: binding, the accept loop bounded by maxconn, and one connection's life
+//! (pick, connect with retries, proxy).
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, RwLock};
+
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::config::ListenConfig;
+use super::pool::{Counters, Pool, Server};
+use super::proxy::{self, End, Meter, Mode, Timeouts};
+
+/// Binds a listening socket: SO_REUSEADDR, IP_FREEBIND (so a VIP that this node does not
+/// hold yet can be bound), non-blocking, with `backlog`.
+pub fn bind(addr: SocketAddr, backlog: u32) -> io::Result<std::net::TcpListener> {
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        s.set_freebind_ipv6(true)?;
+    } else {
+        s.set_freebind(true)?;
+    }
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    s.listen(backlog.min(i32::MAX as u32) as i32)?;
+    Ok(s.into())
+}
+
+/// The accepting part of a listener, swapped when `bind` changes on reload.
+#[derive(Debug)]
+pub(crate) struct Acceptor {
+    /// Shared so a reload can hand the bound socket to a renamed listener. `None` once the
+    /// listener is removed: the socket closes even while old connections still run.
+    pub sock: Option<Arc<TcpListener>>,
+    /// The address as configured (may have port 0); reload matches sockets on it.
+    pub configured: SocketAddr,
+    /// Stops this accept loop; existing connections are not affected.
+    pub stop: CancellationToken,
+}
+
+/// One listen section at run time.
+#[derive(Debug)]
+pub struct Listener {
+    pub name: String,
+    /// The settings new connections use; replaced on reload.
+    pub(crate) cfg: RwLock<Arc<ListenConfig>>,
+    pub pool: Pool,
+    pub counters: Counters,
+    /// Clients dropped because no server could take them.
+    pub(crate) no_server: std::sync::atomic::AtomicU64,
+    /// maxconn: a permit is taken *before* accept, so past maxconn clients wait in the backlog.
+    pub(crate) sem: Arc<Semaphore>,
+    /// The maxconn the semaphore currently stands for (reload adds or forgets permits).
+    pub(crate) maxconn: AtomicUsize,
+    pub(crate) acceptor: Mutex<Acceptor>,
+    /// Parent of every server check task of this listener; replaced when the check changes.
+    pub(crate) checks: Mutex<CancellationToken>,
+}
+
+impl Listener {
+    pub(crate) fn new(
+        cfg: ListenConfig,
+        servers: Vec<Arc<Server>>,
+        acceptor: Acceptor,
+        checks: CancellationToken,
+    ) -> Listener {
+        Listener {
+            name: cfg.name.clone(),
+            sem: Arc::new(Semaphore::new(cfg.maxconn)),
+            maxconn: AtomicUsize::new(cfg.maxconn),
+            cfg: RwLock::new(Arc::new(cfg)),
+            pool: Pool::new(servers),
+            counters: Counters::default(),
+            no_server: Default::default(),
+            acceptor: Mutex::new(acceptor),
+            checks: Mutex::new(checks),
+        }
+    }
+
+    pub fn config(&self) -> Arc<ListenConfig> {
+        self.cfg.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.acceptor
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .sock
+            .as_ref()
+            .and_then(|s| s.local_addr().ok())
+    }
+
+    /// Changes maxconn for new connections: adds permits, or forgets them as they come free.
+    pub(crate) fn set_maxconn(&self, n: usize) {
+        let old = self.maxconn.swap(n, Relaxed);
+        if n > old {
+            self.sem.add_permits(n - old);
+        } else if n < old {
+            let sem = self.sem.clone();
+            let k = (old - n) as u32;
+            tokio::spawn(async move {
+                if let Ok(p) = sem.acquire_many_owned(k).await {
+                    p.forget();
+                }
+            });
+        }
+    }
+
+    pub(crate) fn set_backlog(&self, backlog: u32) {
+        let a = self.acceptor.lock().unwrap_or_else(|p| p.into_inner());
+        // listen(2) again on a listening socket changes its backlog on Linux.
+        let Some(sock) = &a.sock else { return };
+        let _ = SockRef::from(&**sock).listen(backlog.min(i32::MAX as u32) as i32);
+    }
+}
+
+/// Everything a connection task needs besides its listener.
+#[derive(Clone)]
+pub(crate) struct Ctx {
+    pub mode: Mode,
+    /// Cancelled when the balancer shuts down hard: ends every connection.
+    pub kill: CancellationToken,
+    pub tracker: TaskTracker,
+}
+
+/// Accepts until `stop` fires. Each accepted connection runs in its own task holding a
+/// maxconn permit.
+pub(crate) async fn accept_loop(
+    l: Arc<Listener>,
+    sock: Arc<TcpListener>,
+    stop: CancellationToken,
+    ctx: Ctx,
+) {
+    loop {
+        let permit = tokio::select! {
+            _ = stop.cancelled() => return,
+            p = l.sem.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+        };
+        let (stream, peer) = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = sock.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE, ENFILE, ENOBUFS...: back off instead of spinning.
+                    tracing::warn!(listener = %l.name, "accept: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let (l2, ctx2) = (l.clone(), ctx.clone());
+        ctx.tracker.spawn(async move {
+            tokio::select! {
+                _ = ctx2.kill.cancelled() => {}
+                _ = serve(&l2, stream, peer, permit, ctx2.mode) => {}
+            }
+        });
+    }
+}
+
+/// Counts an active connection on a listener and a server until dropped.
+struct Active<'a>(&'a Counters);
+
+impl Drop for Active<'_> {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Relaxed);
+    }
+}
+
+struct Both<'a> {
+    l: &'a Counters,
+    s: &'a Counters,
+}
+
+impl Meter for Both<'_> {
+    fn bytes(&self, to_server: bool, n: u64) {
+        let f = |c: &Counters| {
+            if to_server {
+                c.bytes_in.fetch_add(n, Relaxed)
+            } else {
+                c.bytes_out.fetch_add(n, Relaxed)
+            }
+        };
+        f(self.l);
+        f(self.s);
+    }
+}
+
+async fn serve(
+    l: &Listener,
+    client: TcpStream,
+    peer: SocketAddr,
+    _permit: OwnedSemaphorePermit,
+    mode: Mode,
+) {
+    l.counters.active.fetch_add(1, Relaxed);
+    l.counters.total.fetch_add(1, Relaxed);
+    let _la = Active(&l.counters);
+    let cfg = l.config();
+    let Some((server, upstream)) = connect(l, &cfg, peer).await else {
+        l.no_server.fetch_add(1, Relaxed);
+        tracing::debug!(listener = %l.name, %peer, "no server could take the connection");
+        return;
+    };
+    // `pick` counted it active; this guard undoes that at the end.
+    let _sa = Active(&server.counters);
+    server.counters.total.fetch_add(1, Relaxed);
+    proxy::tune_socket(&client);
+    proxy::tune_socket(&upstream);
+    let t = Timeouts {
+        client: cfg.client_timeout,
+        server: cfg.server_timeout,
+    };
+    let meter = Both {
+        l: &l.counters,
+        s: &server.counters,
+    };
+    match proxy::pump(&client, &upstream, t, mode, &meter).await {
+        Ok(()) => {}
+        Err(End::ClientIdle) => tracing::debug!(listener = %l.name, %peer, "client idle timeout"),
+        Err(End::ServerIdle) => {
+            tracing::debug!(listener = %l.name, %peer, server = server.name(), "server idle timeout")
+        }
+        Err(End::Io(e)) => {
+            tracing::debug!(listener = %l.name, %peer, server = server.name(), "connection ended: {e}")
+        }
+    }
+}
+
+/// Connects to a server, retrying `retries` times: on another server when `redispatch` is on
+/// (the same server only if no other can take it), else on the same one. Every failure
+/// feeds passive health. On success the returned server counts the connection as active.
+async fn connect(
+    l: &Listener,
+    cfg: &ListenConfig,
+    peer: SocketAddr,
+) -> Option<(Arc<Server>, TcpStream)> {
+    let mut tried: Vec<Arc<Server>> = Vec::new();
+    let mut last: Option<Arc<Server>> = None;
+    for attempt in 0..=cfg.retries {
+        let fresh = match (&last, cfg.redispatch) {
+            (Some(_), false) => None,
+            _ => l.pool.pick(cfg.balance, peer.ip(), &tried),
+        };
+        let server = match (fresh, last.take()) {
+            (Some(s), _) => s,
+            (None, Some(prev)) => {
+                // Retry the same server after a short pause, as haproxy does.
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                prev.counters.active.fetch_add(1, Relaxed);
+                prev
+            }
+            (None, None) => return None,
+        };
+        if attempt > 0 {
+            l.counters.retries.fetch_add(1, Relaxed);
+        }
+        let err =
+            match tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(server.cfg.addr))
+                .await
+            {
+                Ok(Ok(s)) => return Some((server, s)),
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => format!("connect timeout after {:?}", cfg.connect_timeout),
+            };
+        server.counters.active.fetch_sub(1, Relaxed);
+        server.counters.connect_failures.fetch_add(1, Relaxed);
+        l.counters.connect_failures.fetch_add(1, Relaxed);
+        if attempt < cfg.retries {
+            server.counters.retries.fetch_add(1, Relaxed);
+        }
+        tracing::debug!(listener = %l.name, server = server.name(), attempt, "connect failed: {err}");
+        server.passive_failure(&err);
+        if !tried.iter().any(|t| Arc::ptr_eq(t, &server)) {
+            tried.push(server.clone());
+        }
+        last = Some(server);
+    }
+    None
+}

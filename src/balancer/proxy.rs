@@ -1,0 +1,339 @@
+//! The proxy loop: moves bytes both ways, unchanged, passing half-closes on.
+//!
+//! Two data paths, chosen by [`Mode`]:
+//! - `Splice`: socket → pipe → socket with splice(2); the bytes never enter user space.
+//! - `Copy`: read(2) into a buffer, write(2) out.
+//!
+//! Idle connections hold no pipe and no buffer: a direction takes one from a shared pool when
+//! data arrives and gives it back when the source has nothing more to read.
+//!
+//! Timeouts: the client side is idle when nothing was read from or written to the client for
+//! `client_timeout`; the server side likewise with `server_timeout`. Either one closes the
+//! connection. Vanished peers are also caught by TCP keepalive (see `tune_socket`).
+
+use std::io;
+use std::net::Shutdown;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use socket2::{SockRef, TcpKeepalive};
+use tokio::io::Interest;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+/// How bytes move between the two sockets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// splice(2) through a pipe (Linux).
+    #[default]
+    Splice,
+    /// read(2)/write(2) through a user-space buffer.
+    Copy,
+}
+
+/// Size of a pipe (F_SETPIPE_SZ) and of a copy buffer.
+pub const CHUNK: usize = 256 * 1024;
+/// Pipes and buffers kept for reuse; beyond this they are freed.
+const POOL_MAX: usize = 256;
+
+/// The two idle timeouts of a connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub client: Duration,
+    pub server: Duration,
+}
+
+/// Why a connection ended early.
+#[derive(Debug)]
+pub enum End {
+    ClientIdle,
+    ServerIdle,
+    Io(io::Error),
+}
+
+/// Called with the byte count of every chunk: `(to_server, n)`.
+pub trait Meter: Sync {
+    fn bytes(&self, to_server: bool, n: u64);
+}
+
+/// Sets the socket options every proxied socket gets: no Nagle delay, and keepalive so a peer
+/// that vanished without FIN or RST is noticed within minutes, not at the idle timeout.
+pub fn tune_socket(s: &TcpStream) {
+    let _ = s.set_nodelay(true);
+    let ka = TcpKeepalive::new()
+        .with_time(Duration::from_secs(60))
+        .with_interval(Duration::from_secs(10))
+        .with_retries(6);
+    let _ = SockRef::from(s).set_tcp_keepalive(&ka);
+}
+
+/// Moves bytes until both directions have seen EOF, an error occurs, or a side idles out.
+pub async fn pump(
+    client: &TcpStream,
+    server: &TcpStream,
+    t: Timeouts,
+    mode: Mode,
+    meter: &dyn Meter,
+) -> Result<(), End> {
+    let start = Instant::now();
+    let act_client = AtomicU64::new(0);
+    let act_server = AtomicU64::new(0);
+    let clock = Clock { start };
+    let up = Dir {
+        src: client,
+        dst: server,
+        act_src: &act_client,
+        act_dst: &act_server,
+        clock: &clock,
+        to_server: true,
+        meter,
+    };
+    let down = Dir {
+        src: server,
+        dst: client,
+        act_src: &act_server,
+        act_dst: &act_client,
+        clock: &clock,
+        to_server: false,
+        meter,
+    };
+    let both = async {
+        match mode {
+            Mode::Splice => tokio::try_join!(up.splice(), down.splice()),
+            Mode::Copy => tokio::try_join!(up.copy(), down.copy()),
+        }
+    };
+    let watchdog = async {
+        loop {
+            let c = start + Duration::from_millis(act_client.load(Relaxed)) + t.client;
+            let s = start + Duration::from_millis(act_server.load(Relaxed)) + t.server;
+            let now = Instant::now();
+            if now >= c {
+                return End::ClientIdle;
+            }
+            if now >= s {
+                return End::ServerIdle;
+            }
+            tokio::time::sleep_until(c.min(s)).await;
+        }
+    };
+    tokio::select! {
+        r = both => r.map(|_| ()).map_err(End::Io),
+        e = watchdog => Err(e),
+    }
+}
+
+struct Clock {
+    start: Instant,
+}
+
+impl Clock {
+    fn touch(&self, a: &AtomicU64) {
+        a.store(self.start.elapsed().as_millis() as u64, Relaxed);
+    }
+}
+
+struct Dir<'a> {
+    src: &'a TcpStream,
+    dst: &'a TcpStream,
+    /// Last activity on the source's side and on the destination's side (ms since start).
+    act_src: &'a AtomicU64,
+    act_dst: &'a AtomicU64,
+    clock: &'a Clock,
+    to_server: bool,
+    meter: &'a dyn Meter,
+}
+
+fn would_block(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::WouldBlock
+}
+
+impl Dir<'_> {
+    /// Passes the EOF on: shut down the write side of the destination.
+    fn eof(&self) -> io::Result<()> {
+        match SockRef::from(self.dst).shutdown(Shutdown::Write) {
+            Err(e) if e.kind() != io::ErrorKind::NotConnected => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    async fn copy(&self) -> io::Result<()> {
+        let mut buf: Option<Box<[u8]>> = None;
+        loop {
+            self.src.readable().await?;
+            let b = buf.get_or_insert_with(|| BUFS.take());
+            let n = match self.src.try_read(b) {
+                Ok(n) => n,
+                Err(e) if would_block(&e) => {
+                    // Nothing more for now: an idle direction holds no buffer.
+                    BUFS.give(buf.take());
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            if n == 0 {
+                BUFS.give(buf.take());
+                return self.eof();
+            }
+            self.clock.touch(self.act_src);
+            self.meter.bytes(self.to_server, n as u64);
+            let mut off = 0;
+            while off < n {
+                self.dst.writable().await?;
+                match self.dst.try_write(&b[off..n]) {
+                    Ok(m) => {
+                        off += m;
+                        self.clock.touch(self.act_dst);
+                    }
+                    Err(e) if would_block(&e) => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+    }
+
+    async fn splice(&self) -> io::Result<()> {
+        let mut pipe: Option<Pipe> = None;
+        let (src_fd, dst_fd) = (self.src.as_raw_fd(), self.dst.as_raw_fd());
+        loop {
+            // The pipe is empty here, so EAGAIN can only mean the socket has nothing to read.
+            self.src.readable().await?;
+            let p = match &mut pipe {
+                Some(p) => p,
+                None => pipe.insert(PIPES.take_pipe()?),
+            };
+            let n = match self.src.try_io(Interest::READABLE, || {
+                splice(src_fd, p.w.as_raw_fd(), p.size)
+            }) {
+                Ok(n) => n,
+                Err(e) if would_block(&e) => {
+                    PIPES.give(pipe.take());
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            if n == 0 {
+                PIPES.give(pipe.take());
+                return self.eof();
+            }
+            self.clock.touch(self.act_src);
+            self.meter.bytes(self.to_server, n as u64);
+            let mut left = n;
+            while left > 0 {
+                self.dst.writable().await?;
+                // On error the pipe still holds data: it is dropped (closed), never reused.
+                match self
+                    .dst
+                    .try_io(Interest::WRITABLE, || splice(p.r.as_raw_fd(), dst_fd, left))
+                {
+                    Ok(m) => {
+                        left -= m;
+                        self.clock.touch(self.act_dst);
+                    }
+                    Err(e) if would_block(&e) => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+    }
+}
+
+fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
+    // SAFETY: plain syscall on fds that the caller keeps open for the duration of the call.
+    let n = unsafe {
+        libc::splice(
+            from,
+            std::ptr::null_mut(),
+            to,
+            std::ptr::null_mut(),
+            len,
+            libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
+/// A pipe used as the splice buffer.
+struct Pipe {
+    r: OwnedFd,
+    w: OwnedFd,
+    /// Capacity in bytes (what F_SETPIPE_SZ granted).
+    size: usize,
+}
+
+impl Pipe {
+    fn new() -> io::Result<Pipe> {
+        let mut fds = [0 as libc::c_int; 2];
+        // SAFETY: fds is a valid array of two ints.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: pipe2 just returned these two fds; we own them.
+        let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        // A larger pipe moves more per syscall; the kernel caps it (pipe-max-size). Keep the
+        // default if refused.
+        // SAFETY: fcntl on an fd we own.
+        let got = unsafe { libc::fcntl(w.as_raw_fd(), libc::F_SETPIPE_SZ, CHUNK as libc::c_int) };
+        let size = if got > 0 {
+            got as usize
+        } else {
+            // SAFETY: as above.
+            let cur = unsafe { libc::fcntl(w.as_raw_fd(), libc::F_GETPIPE_SZ) };
+            if cur > 0 {
+                cur as usize
+            } else {
+                65536
+            }
+        };
+        Ok(Pipe { r, w, size })
+    }
+}
+
+/// A bounded free list of pipes or buffers shared by all connections.
+struct FreeList<T> {
+    items: Mutex<Vec<T>>,
+}
+
+impl<T> FreeList<T> {
+    const fn new() -> FreeList<T> {
+        FreeList {
+            items: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn pop(&self) -> Option<T> {
+        self.items.lock().unwrap_or_else(|p| p.into_inner()).pop()
+    }
+
+    fn give(&self, item: Option<T>) {
+        let Some(item) = item else { return };
+        let mut v = self.items.lock().unwrap_or_else(|p| p.into_inner());
+        if v.len() < POOL_MAX {
+            v.push(item);
+        }
+    }
+}
+
+impl FreeList<Pipe> {
+    fn take_pipe(&self) -> io::Result<Pipe> {
+        match self.pop() {
+            Some(p) => Ok(p),
+            None => Pipe::new(),
+        }
+    }
+}
+
+impl FreeList<Box<[u8]>> {
+    fn take(&self) -> Box<[u8]> {
+        self.pop()
+            .unwrap_or_else(|| vec![0u8; CHUNK].into_boxed_slice())
+    }
+}
+
+static PIPES: FreeList<Pipe> = FreeList::new();
+static BUFS: FreeList<Box<[u8]>> = FreeList::new();
