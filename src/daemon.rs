@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{error, info, warn};
 
+use crate::balancer::Balancer;
 use crate::config::{self, Host};
 use crate::driver::{self, Request};
 use crate::events::EventLog;
@@ -22,9 +23,8 @@ pub fn load_all(path: &Path, host: Host) -> Result<(config::Config, KeyRing), St
     for w in &loaded.warnings {
         warn!("{w}");
     }
-    let keys = KeyRing::load(&loaded.config.pair.auth_key_file).map_err(|e| {
-        format!("{}: auth_key_file: {e}", path.display())
-    })?;
+    let keys = KeyRing::load(&loaded.config.pair.auth_key_file)
+        .map_err(|e| format!("{}: auth_key_file: {e}", path.display()))?;
     Ok((loaded.config, keys))
 }
 
@@ -54,7 +54,23 @@ pub fn run(path: PathBuf) -> ExitCode {
 
 async fn serve(path: PathBuf, cfg: config::Config, keys: KeyRing) -> ExitCode {
     let events = EventLog::default();
-    events.push("start", format!("hapair {} starting as {}", env!("CARGO_PKG_VERSION"), cfg.node.name));
+    events.push(
+        "start",
+        format!(
+            "hapair {} starting as {}",
+            env!("CARGO_PKG_VERSION"),
+            cfg.node.name
+        ),
+    );
+    // Listeners are bound before the pair starts: a node claims the VIP only
+    // once it can serve it.
+    let balancer = match Balancer::start(cfg.listen.clone()).await {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("cannot start the balancer: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let (role_tx, _role_rx) = tokio::sync::watch::channel(Role::Init);
     let (pair, pair_thread) = match driver::spawn(&cfg, keys, events.clone(), role_tx) {
         Ok(x) => x,
@@ -84,6 +100,9 @@ async fn serve(path: PathBuf, cfg: config::Config, keys: KeyRing) -> ExitCode {
                     Ok((new, keys)) => {
                         info!("reload: config valid, applying");
                         events.push("reload", "config reloaded");
+                        if let Err(e) = balancer.reload(new.listen.clone()).await {
+                            error!("reload: balancer kept its old listeners: {e}");
+                        }
                         let _ = pair.tx.send(Request::Reload(Box::new(new), keys));
                     }
                     Err(e) => {
@@ -105,6 +124,7 @@ async fn serve(path: PathBuf, cfg: config::Config, keys: KeyRing) -> ExitCode {
     }
     drop(pair);
     let _ = tokio::task::spawn_blocking(move || pair_thread.join()).await;
+    balancer.shutdown(Duration::from_secs(5)).await;
     info!("stopped");
     ExitCode::SUCCESS
 }

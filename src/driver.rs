@@ -88,7 +88,10 @@ pub fn spawn(
     let join = std::thread::Builder::new()
         .name("hapair-pair".into())
         .spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(rt) => rt,
                 Err(e) => {
                     let _ = ready_tx.send(Err(anyhow::anyhow!("pair runtime: {e}")));
@@ -195,9 +198,16 @@ impl Driver {
         let stale = vips.remove_stale(ifindex, &cfg.pair.vips).await?;
         for v in &stale {
             warn!(vip = %v, "removed stale VIP left by an earlier run");
-            events.push("vip", format!("removed stale VIP {v} left by an earlier run"));
+            events.push(
+                "vip",
+                format!("removed stale VIP {v} left by an earlier run"),
+            );
         }
-        let sock = net::udp::bind_heartbeat(&cfg.pair.interface, cfg.pair.port, net::udp::Family::of(&addr))?;
+        let sock = net::udp::bind_heartbeat(
+            &cfg.pair.interface,
+            cfg.pair.port,
+            net::udp::Family::of(&addr),
+        )?;
         let announcer = match net::announce::Announcer::open(&cfg.pair.interface) {
             Ok(a) => Some(Arc::new(Mutex::new(a))),
             Err(e) => {
@@ -356,7 +366,8 @@ impl Driver {
     async fn reload(&mut self, cfg: Config, keys: KeyRing) {
         let old = &self.cfg.pair;
         let new = &cfg.pair;
-        if old.interface != new.interface || old.port != new.port || old.router_id != new.router_id {
+        if old.interface != new.interface || old.port != new.port || old.router_id != new.router_id
+        {
             warn!("reload: interface, port and router_id changes need a restart; keeping the old ones for those");
         }
         let mut cfg = cfg;
@@ -424,7 +435,11 @@ impl Driver {
         };
         let pkt = wire::encode(&hb, &self.keys);
         for peer in &self.cfg.pair.peers {
-            match self.sock.send_to(&pkt, SocketAddr::new(*peer, self.cfg.pair.port)).await {
+            match self
+                .sock
+                .send_to(&pkt, SocketAddr::new(*peer, self.cfg.pair.port))
+                .await
+            {
                 Ok(_) => self.counters.sent += 1,
                 Err(e) => debug!(%peer, error = %e, "heartbeat send failed"),
             }
@@ -439,7 +454,8 @@ impl Driver {
             }
         }
         self.held = true;
-        self.events.push("vip", format!("claimed {}", vip_list(&self.cfg.pair.vips)));
+        self.events
+            .push("vip", format!("claimed {}", vip_list(&self.cfg.pair.vips)));
     }
 
     async fn release(&mut self) {
@@ -449,7 +465,8 @@ impl Driver {
             }
         }
         self.held = false;
-        self.events.push("vip", format!("released {}", vip_list(&self.cfg.pair.vips)));
+        self.events
+            .push("vip", format!("released {}", vip_list(&self.cfg.pair.vips)));
     }
 
     /// One burst of `garp_count` announcements, 10 ms apart, off the pair loop.
@@ -461,7 +478,10 @@ impl Driver {
         let count = self.cfg.pair.garp_count;
         tokio::spawn(async move {
             for i in 0..count {
-                let sent = a.lock().map_err(|_| std::io::Error::other("poisoned")).and_then(|mut a| a.send(&ips));
+                let sent = a
+                    .lock()
+                    .map_err(|_| std::io::Error::other("poisoned"))
+                    .and_then(|mut a| a.send(&ips));
                 if let Err(e) = sent {
                     warn!(error = %e, "gratuitous ARP send failed");
                 }
@@ -474,7 +494,8 @@ impl Driver {
 
     fn role_changed(&mut self, from: Role, to: Role, reason: crate::pair::machine::Reason) {
         info!(%from, %to, %reason, "role {from} => {to}");
-        self.events.push("role", format!("{from} => {to}: {reason}"));
+        self.events
+            .push("role", format!("{from} => {to}: {reason}"));
         if to == Role::Master && from != Role::Init {
             self.counters.failovers += 1;
         }
@@ -540,7 +561,10 @@ async fn sleep_until_opt(t: Option<Instant>) {
 }
 
 fn vip_list(v: &[IpNet]) -> String {
-    v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", ")
+    v.iter()
+        .map(|x| x.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Run `notify <role> <node>` with a timeout, never blocking the pair loop.
@@ -553,7 +577,9 @@ fn run_notify(script: PathBuf, role: Role, node: String) {
             .spawn();
         let mut child = match child {
             Ok(c) => c,
-            Err(e) => return warn!(script = %script.display(), error = %e, "notify script failed to start"),
+            Err(e) => {
+                return warn!(script = %script.display(), error = %e, "notify script failed to start")
+            }
         };
         match tokio::time::timeout(Duration::from_secs(10), child.wait()).await {
             Ok(Ok(st)) if st.success() => debug!(script = %script.display(), "notify ok"),

@@ -11,11 +11,11 @@
 
 pub mod balancer;
 pub mod config;
+pub mod daemon;
+pub mod driver;
+pub mod events;
 pub mod health;
 pub mod lab;
 pub mod net;
 pub mod pair;
 pub mod wire;
-pub mod daemon;
-pub mod driver;
-pub mod events;

@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 use hapair::config::{self, Host};
 
 #[derive(Parser)]
-#[command(name = "hapair", version, about = "HA pair for Impala proxies: VIP, L4 balancer, service supervision")]
+#[command(
+    name = "hapair",
+    version,
+    about = "HA pair for Impala proxies: VIP, L4 balancer, service supervision"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -44,8 +48,9 @@ enum Cmd {
 }
 
 fn init_logs(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("HAPAIR_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,netlink_packet_route=error,netlink_proto=error"));
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HAPAIR_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,netlink_packet_route=error,netlink_proto=error")
+    });
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -65,7 +70,10 @@ fn main() -> ExitCode {
         Cmd::Check { config } => check(&config),
         Cmd::Keygen { file } => match hapair::wire::keygen(&file) {
             Ok(()) => {
-                println!("wrote a new pair key to {} (mode 0600); copy it to the peer", file.display());
+                println!(
+                    "wrote a new pair key to {} (mode 0600); copy it to the peer",
+                    file.display()
+                );
                 ExitCode::SUCCESS
             }
             Err(e) => {

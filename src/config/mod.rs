@@ -22,6 +22,7 @@ pub struct Config {
     pub path: PathBuf,
     pub node: NodeConfig,
     pub pair: PairConfig,
+    pub listen: Vec<crate::balancer::config::ListenConfig>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -29,6 +30,8 @@ pub struct Config {
 struct RawConfig {
     node: Option<pair::RawNode>,
     pair: Spanned<pair::RawPair>,
+    #[serde(default)]
+    listen: Vec<crate::balancer::config::RawListen>,
 }
 
 /// How strictly to check things that depend on the host we run on
@@ -48,12 +51,8 @@ pub struct Loaded {
 }
 
 pub fn load(path: &Path, host: Host) -> Result<Loaded, Diags> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        Diags::one(Diag::file(
-            path,
-            format!("cannot read config: {e}"),
-        ))
-    })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Diags::one(Diag::file(path, format!("cannot read config: {e}"))))?;
     parse(path, &text, host)
 }
 
@@ -69,6 +68,15 @@ pub fn parse(path: &Path, text: &str, host: Host) -> Result<Loaded, Diags> {
     let base = path.parent().unwrap_or(Path::new("."));
     let node = pair::node(raw.node.unwrap_or_default(), base, &mut d);
     let pair = pair::pair(raw.pair, base, host, &mut d);
+    let listen = match crate::balancer::config::validate_all(&raw.listen) {
+        Ok(l) => l,
+        Err(errs) => {
+            for (span, msg) in errs {
+                d.error(span, msg);
+            }
+            vec![]
+        }
+    };
     if d.has_errors() {
         return Err(d);
     }
@@ -81,6 +89,7 @@ pub fn parse(path: &Path, text: &str, host: Host) -> Result<Loaded, Diags> {
             path: path.to_path_buf(),
             node,
             pair,
+            listen,
         },
         warnings,
     })
@@ -133,7 +142,20 @@ impl Config {
         if !p.witness.is_empty() {
             s += &format!(
                 "witness {}\n",
-                p.witness.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ")
+                p.witness
+                    .iter()
+                    .map(|a| a.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        for l in &self.listen {
+            s += &format!(
+                "listen {} on {} balance {} ({} servers)\n",
+                l.name,
+                l.bind,
+                l.balance.as_str(),
+                l.servers.len()
             );
         }
         s

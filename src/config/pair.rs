@@ -81,7 +81,10 @@ fn int_in<T: TryFrom<i64>>(
     let Some(v) = v else { return default };
     let n = *v.get_ref();
     if n < lo || n > hi {
-        d.error(Some(v.span()), format!("{key} = {n} is out of range {lo}..={hi}"));
+        d.error(
+            Some(v.span()),
+            format!("{key} = {n} is out of range {lo}..={hi}"),
+        );
         return default;
     }
     T::try_from(n).unwrap_or(default)
@@ -101,7 +104,10 @@ fn dur_in(
         Ok(x) if x < min || x > max => {
             d.error(
                 Some(v.span()),
-                format!("{key} = \"{}\" is out of range {min:?}..={max:?}", v.get_ref()),
+                format!(
+                    "{key} = \"{}\" is out of range {min:?}..={max:?}",
+                    v.get_ref()
+                ),
             );
             default
         }
@@ -142,7 +148,10 @@ pub(super) fn node(raw: RawNode, base: &Path, d: &mut Diags) -> Option<NodeConfi
             Err(_) => {
                 d.error(
                     Some(a.span()),
-                    format!("admin = \"{}\" is not an address:port like \"127.0.0.1:9180\"", a.get_ref()),
+                    format!(
+                        "admin = \"{}\" is not an address:port like \"127.0.0.1:9180\"",
+                        a.get_ref()
+                    ),
                 );
                 DEFAULT_ADMIN
             }
@@ -165,12 +174,8 @@ pub(super) fn pair(
 ) -> Option<PairConfig> {
     let table_span = raw.span();
     let raw = raw.into_inner();
-    let mut missing = |key: &str| {
-        d.error(
-            Some(table_span.clone()),
-            format!("[pair] needs `{key}`"),
-        )
-    };
+    let mut missing =
+        |key: &str| d.error(Some(table_span.clone()), format!("[pair] needs `{key}`"));
     if raw.interface.is_none() {
         missing("interface");
     }
@@ -226,7 +231,11 @@ pub(super) fn pair(
 
     // The interface: it must exist when we run; `check` elsewhere only warns.
     let locals = local_addrs();
-    let interface = raw.interface.as_ref().map(|i| i.get_ref().clone()).unwrap_or_default();
+    let interface = raw
+        .interface
+        .as_ref()
+        .map(|i| i.get_ref().clone())
+        .unwrap_or_default();
     let if_addrs: Vec<IpAddr> = locals
         .iter()
         .filter(|(n, _)| *n == interface)
@@ -235,7 +244,10 @@ pub(super) fn pair(
     let if_exists = nix::net::if_::if_nametoindex(interface.as_str()).is_ok();
     if let Some(i) = &raw.interface {
         if i.get_ref().is_empty() || i.get_ref().len() > 15 {
-            d.error(Some(i.span()), "interface must be an interface name of 1 to 15 bytes");
+            d.error(
+                Some(i.span()),
+                "interface must be an interface name of 1 to 15 bytes",
+            );
         } else if !if_exists {
             let msg = format!("interface `{}` does not exist on this host", i.get_ref());
             match host {
@@ -249,26 +261,43 @@ pub(super) fn pair(
     let mut vips: Vec<IpNet> = vec![];
     if let Some(list) = &raw.vips {
         if list.get_ref().is_empty() {
-            d.error(Some(list.span()), "vips must list at least one address, e.g. [\"192.0.2.100/24\"]");
+            d.error(
+                Some(list.span()),
+                "vips must list at least one address, e.g. [\"192.0.2.100/24\"]",
+            );
         }
         for v in list.get_ref() {
             let s = v.get_ref().trim();
-            let net = s.parse::<IpNet>().or_else(|_| s.parse::<IpAddr>().map(IpNet::from));
+            let net = s
+                .parse::<IpNet>()
+                .or_else(|_| s.parse::<IpAddr>().map(IpNet::from));
             match net {
                 Err(_) => d.error(
                     Some(v.span()),
                     format!("`{s}` is not an address with prefix, like \"192.0.2.100/24\""),
                 ),
-                Ok(n) if n.addr().is_unspecified() || n.addr().is_multicast() || n.addr().is_loopback() => {
-                    d.error(Some(v.span()), format!("VIP {} cannot be unspecified, multicast or loopback", n.addr()))
+                Ok(n)
+                    if n.addr().is_unspecified()
+                        || n.addr().is_multicast()
+                        || n.addr().is_loopback() =>
+                {
+                    d.error(
+                        Some(v.span()),
+                        format!(
+                            "VIP {} cannot be unspecified, multicast or loopback",
+                            n.addr()
+                        ),
+                    )
                 }
                 Ok(n) if vips.iter().any(|x| x.addr() == n.addr()) => {
                     d.error(Some(v.span()), format!("VIP {} is listed twice", n.addr()))
                 }
                 Ok(n) => {
                     // The VIP must fit the interface's family.
-                    let fam_ok = if_addrs.iter().any(|a| a.is_ipv4() == n.addr().is_ipv4()
-                        && !matches!(a, IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80));
+                    let fam_ok = if_addrs.iter().any(|a| {
+                        a.is_ipv4() == n.addr().is_ipv4()
+                            && !matches!(a, IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80)
+                    });
                     if if_exists && !fam_ok {
                         let fam = if n.addr().is_ipv4() { "IPv4" } else { "IPv6" };
                         let msg = format!(
@@ -334,9 +363,10 @@ pub(super) fn pair(
         let p = rel(base, n.get_ref());
         use std::os::unix::fs::PermissionsExt;
         match std::fs::metadata(&p) {
-            Ok(m) if m.permissions().mode() & 0o111 == 0 => {
-                d.error(Some(n.span()), format!("notify script {} is not executable (chmod +x)", p.display()))
-            }
+            Ok(m) if m.permissions().mode() & 0o111 == 0 => d.error(
+                Some(n.span()),
+                format!("notify script {} is not executable (chmod +x)", p.display()),
+            ),
             Ok(_) => {}
             Err(e) => {
                 let msg = format!("notify script {}: {e}", p.display());

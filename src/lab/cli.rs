@@ -59,7 +59,9 @@ pub fn run(cmd: LabCmd) -> ExitCode {
 }
 
 fn standin(opts: StandinOpts) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(super::standin::run_standin(opts))
 }
 
@@ -81,7 +83,10 @@ fn drill_to_files(out: &std::path::Path, pair: &str) -> anyhow::Result<()> {
     let json = out.join("drill.json");
     let svg = out.join("drill.svg");
     std::fs::write(&json, t.to_json())?;
-    std::fs::write(&svg, super::plot::svg(&t, &super::plot::PlotOpts::default()))?;
+    std::fs::write(
+        &svg,
+        super::plot::svg(&t, &super::plot::PlotOpts::default()),
+    )?;
     println!("{}", t.render());
     print!("{}", t.render_summary());
     println!("wrote {} and {}", json.display(), svg.display());
@@ -96,9 +101,17 @@ fn say(verbose: bool, lab: &PairLab, msg: &str) {
 
 /// The drills: cold start, link pulled on the master, link restored (the
 /// master preempts back), graceful step-down (SIGTERM) and restart, kill -9.
-pub fn run_drills(bin: &std::path::Path, opts: LabOptions, verbose: bool) -> anyhow::Result<Timeline> {
+pub fn run_drills(
+    bin: &std::path::Path,
+    opts: LabOptions,
+    verbose: bool,
+) -> anyhow::Result<Timeline> {
     let mut lab = PairLab::new(bin, opts)?;
-    say(verbose, &lab, "lab built: switch, proxy1, proxy2, client (namespaces)");
+    say(
+        verbose,
+        &lab,
+        "lab built: switch, proxy1, proxy2, client (namespaces)",
+    );
     lab.note("lab", EventKind::DrillStart("cold start".into()));
     lab.start(0)?;
     lab.start(1)?;
@@ -106,12 +119,20 @@ pub fn run_drills(bin: &std::path::Path, opts: LabOptions, verbose: bool) -> any
     if !lab.wait_for(Duration::from_secs(5), |l| l.holds_vip(0)) {
         anyhow::bail!("proxy1 did not take the VIP within 5 s");
     }
-    say(verbose, &lab, &format!("proxy1 holds the VIP after {} ms", t0.elapsed().as_millis()));
+    say(
+        verbose,
+        &lab,
+        &format!("proxy1 holds the VIP after {} ms", t0.elapsed().as_millis()),
+    );
     lab.note("lab", EventKind::DrillEnd("cold start".into()));
     let client = lab.start_client()?;
     std::thread::sleep(Duration::from_millis(500));
 
-    let drill = |lab: &PairLab, name: &str, f: &mut dyn FnMut() -> anyhow::Result<()>, settle: u64| -> anyhow::Result<()> {
+    let drill = |lab: &PairLab,
+                 name: &str,
+                 f: &mut dyn FnMut() -> anyhow::Result<()>,
+                 settle: u64|
+     -> anyhow::Result<()> {
         say(verbose, lab, name);
         lab.note("lab", EventKind::DrillStart(name.to_string()));
         f()?;
@@ -120,15 +141,31 @@ pub fn run_drills(bin: &std::path::Path, opts: LabOptions, verbose: bool) -> any
         std::thread::sleep(Duration::from_millis(300));
         Ok(())
     };
-    drill(&lab, "link pulled on proxy1", &mut || lab.set_link(0, false), 1500)?;
-    drill(&lab, "link restored on proxy1", &mut || lab.set_link(0, true), 1500)?;
+    drill(
+        &lab,
+        "link pulled on proxy1",
+        &mut || lab.set_link(0, false),
+        1500,
+    )?;
+    drill(
+        &lab,
+        "link restored on proxy1",
+        &mut || lab.set_link(0, true),
+        1500,
+    )?;
     {
         let lab_ref = &mut lab;
         say(verbose, lab_ref, "graceful step-down of proxy1 (SIGTERM)");
-        lab_ref.note("lab", EventKind::DrillStart("step-down (SIGTERM) proxy1".into()));
+        lab_ref.note(
+            "lab",
+            EventKind::DrillStart("step-down (SIGTERM) proxy1".into()),
+        );
         lab_ref.terminate(0, Duration::from_secs(5))?;
         std::thread::sleep(Duration::from_millis(1000));
-        lab_ref.note("lab", EventKind::DrillEnd("step-down (SIGTERM) proxy1".into()));
+        lab_ref.note(
+            "lab",
+            EventKind::DrillEnd("step-down (SIGTERM) proxy1".into()),
+        );
         say(verbose, lab_ref, "restart proxy1 (it preempts back)");
         lab_ref.note("lab", EventKind::DrillStart("restart proxy1".into()));
         lab_ref.start(0)?;
@@ -144,7 +181,15 @@ pub fn run_drills(bin: &std::path::Path, opts: LabOptions, verbose: bool) -> any
     let mut t = lab.timeline();
     t.add_attempts("client", &attempts);
     t.add_sightings("client", &sightings);
-    say(verbose, &lab, &format!("{} connects, {} announcements seen; tearing down", attempts.len(), sightings.len()));
+    say(
+        verbose,
+        &lab,
+        &format!(
+            "{} connects, {} announcements seen; tearing down",
+            attempts.len(),
+            sightings.len()
+        ),
+    );
     drop(lab);
     let _ = NAMES;
     Ok(t)

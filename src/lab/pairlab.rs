@@ -168,7 +168,10 @@ impl PairLab {
 
     pub fn note(&self, source: &str, kind: EventKind) {
         let at = self.now_ms();
-        self.timeline.lock().unwrap_or_else(|p| p.into_inner()).push(at, source, kind);
+        self.timeline
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(at, source, kind);
     }
 
     /// The stand-in TCP service on both proxies: banner = proxy name, then echo.
@@ -185,7 +188,10 @@ impl PairLab {
             opts.web = Some(SocketAddr::new([0, 0, 0, 0].into(), 25000));
             let (tx, rx) = std::sync::mpsc::channel();
             let h = self.proxies[i].spawn_thread(move || {
-                let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
                     Ok(rt) => rt,
                     Err(e) => {
                         let _ = tx.send(Err(anyhow::anyhow!(e)));
@@ -216,7 +222,10 @@ impl PairLab {
 
     /// Start hapair on node `i`.
     pub fn start(&mut self, i: usize) -> anyhow::Result<()> {
-        if self.procs[i].as_ref().is_some_and(|p| matches!(p.try_wait(), Ok(None))) {
+        if self.procs[i]
+            .as_ref()
+            .is_some_and(|p| matches!(p.try_wait(), Ok(None)))
+        {
             bail!("{} is already running", NAMES[i]);
         }
         let mut cmd = Command::new(&self.bin);
@@ -245,7 +254,11 @@ impl PairLab {
                     continue;
                 };
                 let fields = v.get("fields").cloned().unwrap_or_default();
-                let message = fields.get("message").and_then(|m| m.as_str()).unwrap_or("").to_string();
+                let message = fields
+                    .get("message")
+                    .and_then(|m| m.as_str())
+                    .unwrap_or("")
+                    .to_string();
                 if let (Some(from), Some(to)) = (
                     fields.get("from").and_then(|x| x.as_str()),
                     fields.get("to").and_then(|x| x.as_str()),
@@ -259,13 +272,19 @@ impl PairLab {
                         },
                     );
                 }
-                logs.lock().unwrap_or_else(|p| p.into_inner()).push(LogLine {
-                    at_ms,
-                    node: i,
-                    level: v.get("level").and_then(|x| x.as_str()).unwrap_or("").to_string(),
-                    message,
-                    fields,
-                });
+                logs.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(LogLine {
+                        at_ms,
+                        node: i,
+                        level: v
+                            .get("level")
+                            .and_then(|x| x.as_str())
+                            .unwrap_or("")
+                            .to_string(),
+                        message,
+                        fields,
+                    });
             }
         }));
         self.procs[i] = Some(proc);
@@ -277,7 +296,9 @@ impl PairLab {
     }
 
     pub fn running(&self, i: usize) -> bool {
-        self.procs[i].as_ref().is_some_and(|p| matches!(p.try_wait(), Ok(None)))
+        self.procs[i]
+            .as_ref()
+            .is_some_and(|p| matches!(p.try_wait(), Ok(None)))
     }
 
     /// kill -9 the hapair of node `i`.
@@ -315,7 +336,14 @@ impl PairLab {
 
     /// Pull (false) or plug (true) node `i`'s cable at the switch.
     pub fn set_link(&self, i: usize, up: bool) -> anyhow::Result<()> {
-        self.note("switch", if up { EventKind::LinkUp } else { EventKind::LinkDown });
+        self.note(
+            "switch",
+            if up {
+                EventKind::LinkUp
+            } else {
+                EventKind::LinkDown
+            },
+        );
         self.lab.set_port(&self.ports[i], up)?;
         Ok(())
     }
@@ -331,10 +359,12 @@ impl PairLab {
     /// The role node `i` last logged ("master", "backup", ...).
     pub fn last_role(&self, i: usize) -> Option<String> {
         let logs = self.logs.lock().unwrap_or_else(|p| p.into_inner());
-        logs.iter()
-            .rev()
-            .filter(|l| l.node == i)
-            .find_map(|l| l.fields.get("to").and_then(|t| t.as_str()).map(String::from))
+        logs.iter().rev().filter(|l| l.node == i).find_map(|l| {
+            l.fields
+                .get("to")
+                .and_then(|t| t.as_str())
+                .map(String::from)
+        })
     }
 
     /// Wait until `pred` holds, polling every 5 ms, up to `limit`.
@@ -393,16 +423,18 @@ impl PairLab {
         let s2 = stop.clone();
         let vip: IpAddr = VIP.parse()?;
         let (tx, rx) = std::sync::mpsc::channel();
-        let sniff = self.client.spawn_thread(move || match Sniffer::open(IFACE, vec![vip]) {
-            Ok(mut s) => {
-                let _ = tx.send(Ok(()));
-                s.run(origin, &s2, deadline)
-            }
-            Err(e) => {
-                let _ = tx.send(Err(e));
-                vec![]
-            }
-        })?;
+        let sniff = self
+            .client
+            .spawn_thread(move || match Sniffer::open(IFACE, vec![vip]) {
+                Ok(mut s) => {
+                    let _ = tx.send(Ok(()));
+                    s.run(origin, &s2, deadline)
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    vec![]
+                }
+            })?;
         rx.recv().context("sniffer thread")??;
         Ok(ClientRun {
             stop,
@@ -417,12 +449,21 @@ impl PairLab {
         for p in &self.ports {
             self.lab.isolate(p, on)?;
         }
-        self.note("switch", EventKind::Note(format!("proxies {}", if on { "partitioned" } else { "rejoined" })));
+        self.note(
+            "switch",
+            EventKind::Note(format!(
+                "proxies {}",
+                if on { "partitioned" } else { "rejoined" }
+            )),
+        );
         Ok(())
     }
 
     pub fn timeline(&self) -> Timeline {
-        self.timeline.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.timeline
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
@@ -453,8 +494,16 @@ pub struct ClientRun {
 impl ClientRun {
     pub fn finish(mut self) -> (Vec<Attempt>, Vec<Sighting>) {
         self.stop.store(true, Ordering::Relaxed);
-        let a = self.client.take().and_then(|h| h.join().ok()).unwrap_or_default();
-        let s = self.sniff.take().and_then(|h| h.join().ok()).unwrap_or_default();
+        let a = self
+            .client
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default();
+        let s = self
+            .sniff
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default();
         (a, s)
     }
 }

@@ -768,7 +768,11 @@ impl Machine {
     fn send(&mut self, kind: Kind) {
         // While handing over we advertise priority 0, VRRP's "I am leaving",
         // so the peer's dual-master rule lets the new master keep the VIPs.
-        let priority = if self.handover_pending() { 0 } else { self.priority() };
+        let priority = if self.handover_pending() {
+            0
+        } else {
+            self.priority()
+        };
         let role = self.role();
         self.push(Action::Send {
             kind,

@@ -187,7 +187,12 @@ impl Sim {
 
     fn step(&mut self) {
         let now = self.now;
-        let due: Vec<_> = self.in_flight.iter().filter(|p| p.0 <= now).cloned().collect();
+        let due: Vec<_> = self
+            .in_flight
+            .iter()
+            .filter(|p| p.0 <= now)
+            .cloned()
+            .collect();
         self.in_flight.retain(|p| p.0 > now);
         for (_, to, hb) in due {
             if let Some(m) = self.nodes[to].m.as_mut() {
@@ -195,7 +200,12 @@ impl Sim {
                 self.flush(to);
             }
         }
-        let cmds: Vec<_> = self.pending_cmds.iter().filter(|c| c.0 <= now).cloned().collect();
+        let cmds: Vec<_> = self
+            .pending_cmds
+            .iter()
+            .filter(|c| c.0 <= now)
+            .cloned()
+            .collect();
         self.pending_cmds.retain(|c| c.0 > now);
         for (_, i, c) in cmds {
             self.command(i, c);
@@ -270,7 +280,9 @@ impl Sim {
                     self.set_holds(i, false);
                 }
                 Action::Announce => self.nodes[i].announces.push(now),
-                Action::RoleChanged { to, reason, .. } => self.nodes[i].roles.push((now, to, reason)),
+                Action::RoleChanged { to, reason, .. } => {
+                    self.nodes[i].roles.push((now, to, reason))
+                }
                 Action::ProbeWitness => {
                     let ok = self.nodes[i].witness_ok;
                     self.pending_cmds
@@ -283,6 +295,8 @@ impl Sim {
     }
 
     pub fn masters(&self) -> usize {
-        (0..2).filter(|&i| self.role(i) == Some(Role::Master)).count()
+        (0..2)
+            .filter(|&i| self.role(i) == Some(Role::Master))
+            .count()
     }
 }

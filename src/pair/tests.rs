@@ -116,7 +116,11 @@ fn preempt_false_keeps_the_current_master() {
     assert_eq!(s.role(B), Some(Role::Master));
     s.start(A);
     s.run_for(ms(5000));
-    assert_eq!(s.role(A), Some(Role::Backup), "higher node does not preempt");
+    assert_eq!(
+        s.role(A),
+        Some(Role::Backup),
+        "higher node does not preempt"
+    );
     assert_eq!(s.role(B), Some(Role::Master));
 }
 
@@ -137,7 +141,11 @@ fn preempt_delay_is_honoured() {
     assert!(t - t0 >= Duration::from_secs(2) && t - t0 <= ms(2010));
     s.run_for(ms(100));
     assert_eq!(s.role(B), Some(Role::Backup), "old master yielded");
-    assert!(s.gaps.is_empty(), "make-before-break on preempt: {:?}", s.gaps);
+    assert!(
+        s.gaps.is_empty(),
+        "make-before-break on preempt: {:?}",
+        s.gaps
+    );
 }
 
 #[test]
@@ -150,11 +158,18 @@ fn step_down_is_make_before_break_and_does_not_preempt_back() {
     assert_eq!(s.role(A), Some(Role::Backup));
     let b_claim = *s.nodes[B].claims.last().unwrap();
     let a_release = *s.nodes[A].releases.last().unwrap();
-    assert!(b_claim < a_release, "claim {b_claim:?} before release {a_release:?}");
+    assert!(
+        b_claim < a_release,
+        "claim {b_claim:?} before release {a_release:?}"
+    );
     assert!(s.gaps.is_empty(), "never a moment with no VIP holder");
     assert!(s.both_held <= ms(3), "overlap {:?}", s.both_held);
     s.run_for(ms(10_000));
-    assert_eq!(s.role(B), Some(Role::Master), "no preempt back after step-down");
+    assert_eq!(
+        s.role(B),
+        Some(Role::Master),
+        "no preempt back after step-down"
+    );
 }
 
 #[test]
@@ -198,7 +213,10 @@ fn step_down_without_live_peer_is_refused() {
     s.run_for(ms(1000));
     s.command(A, Command::StepDown);
     assert_eq!(s.role(A), Some(Role::Master));
-    assert!(s.nodes[A].warnings.iter().any(|w| w.contains("no live peer")));
+    assert!(s.nodes[A]
+        .warnings
+        .iter()
+        .any(|w| w.contains("no live peer")));
 }
 
 #[test]
