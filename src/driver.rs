@@ -133,6 +133,9 @@ struct Driver {
     seq: u64,
     addr: IpAddr,
     held: bool,
+    /// Mirrors `held` for the GARP burst tasks: a burst stops as soon as the
+    /// VIPs are released, so a late frame never points clients back at us.
+    held_flag: Arc<std::sync::atomic::AtomicBool>,
     events: EventLog,
     status: Arc<Mutex<PairStatus>>,
     role_tx: tokio::sync::watch::Sender<Role>,
@@ -242,6 +245,7 @@ impl Driver {
             seq: 0,
             addr,
             held: false,
+            held_flag: Arc::default(),
             events,
             status,
             role_tx,
@@ -388,8 +392,9 @@ impl Driver {
         self.keys = keys;
         let now = self.now();
         self.machine.reconfigure(now, settings(&cfg, self.addr));
+        let vips_changed = self.cfg.pair.vips != cfg.pair.vips;
         self.cfg = cfg;
-        if self.held {
+        if self.held && vips_changed {
             self.announce();
         }
     }
@@ -454,11 +459,15 @@ impl Driver {
             }
         }
         self.held = true;
+        self.held_flag
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         self.events
             .push("vip", format!("claimed {}", vip_list(&self.cfg.pair.vips)));
     }
 
     async fn release(&mut self) {
+        self.held_flag
+            .store(false, std::sync::atomic::Ordering::SeqCst);
         for v in self.cfg.pair.vips.clone() {
             if let Err(e) = self.vips.del(self.ifindex, v).await {
                 error!(vip = %v, error = %e, "cannot remove VIP");
@@ -476,17 +485,26 @@ impl Driver {
         };
         let ips: Vec<IpAddr> = self.cfg.pair.vips.iter().map(|v| v.addr()).collect();
         let count = self.cfg.pair.garp_count;
+        let held = self.held_flag.clone();
+        // The first frame goes out now, before any action queued after this
+        // one (a handover ack): the new master announces, then acknowledges.
+        if let Ok(mut an) = a.lock() {
+            if let Err(e) = an.send(&ips) {
+                warn!(error = %e, "gratuitous ARP send failed");
+            }
+        }
         tokio::spawn(async move {
-            for i in 0..count {
+            for _ in 1..count {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                if !held.load(std::sync::atomic::Ordering::SeqCst) {
+                    return;
+                }
                 let sent = a
                     .lock()
                     .map_err(|_| std::io::Error::other("poisoned"))
                     .and_then(|mut a| a.send(&ips));
                 if let Err(e) = sent {
                     warn!(error = %e, "gratuitous ARP send failed");
-                }
-                if i + 1 < count {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
                 }
             }
         });

@@ -179,15 +179,15 @@ impl PairLab {
     fn start_services(&self) -> anyhow::Result<Vec<(Arc<AtomicBool>, JoinHandle<()>)>> {
         // Services run as threads inside each proxy namespace.
         let mut svcs = vec![];
-        for i in 0..2 {
+        for (ns, name) in self.proxies.iter().zip(NAMES) {
             let stop = Arc::new(AtomicBool::new(false));
             let stop2 = stop.clone();
             let mut opts = StandinOpts::new(StandinRole::Impalad);
-            opts.name = Some(NAMES[i].to_string());
+            opts.name = Some(name.to_string());
             opts.listen = vec![SocketAddr::new([0, 0, 0, 0].into(), SERVICE_PORT)];
             opts.web = Some(SocketAddr::new([0, 0, 0, 0].into(), 25000));
             let (tx, rx) = std::sync::mpsc::channel();
-            let h = self.proxies[i].spawn_thread(move || {
+            let h = ns.spawn_thread(move || {
                 let rt = match tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()

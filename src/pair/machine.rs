@@ -175,6 +175,9 @@ struct BackupState {
     preempt_at: Option<Time>,
     /// Waiting for the witness before claiming alone; re-probe at this time.
     witness_retry_at: Option<Time>,
+    /// Still holding the VIPs after a handover or a yield, so that SYNs a
+    /// client sent before it saw the new master's announcement still land.
+    release_at: Option<Time>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -257,6 +260,15 @@ impl Machine {
             .is_some_and(|p| now < p.last_heard + self.dead_interval_of(p))
     }
 
+    /// Does this node hold the VIPs (master, or lingering after a handover)?
+    pub fn holds_vips(&self) -> bool {
+        match &self.state {
+            State::Master(_) => true,
+            State::Backup(b) => b.release_at.is_some(),
+            _ => false,
+        }
+    }
+
     pub fn handover_pending(&self) -> bool {
         matches!(&self.state, State::Master(m) if m.handover.is_some())
     }
@@ -277,6 +289,7 @@ impl Machine {
                 Some(b.master_down_at),
                 b.preempt_at,
                 b.witness_retry_at,
+                b.release_at,
             ],
             State::Master(m) => vec![
                 Some(m.next_advert),
@@ -337,6 +350,13 @@ impl Machine {
 
     fn backup_timeout(&mut self, now: Time, b: BackupState) {
         let iv = self.cfg.advert_interval;
+        if b.release_at.is_some_and(|t| now >= t) {
+            self.backup_mut(|s| s.release_at = None);
+            self.push(Action::ReleaseVips);
+            if self.shutting_down {
+                self.push(Action::Done);
+            }
+        }
         if now >= b.next_advert {
             self.send(Kind::Advert);
             self.backup_mut(|s| s.next_advert = now + iv);
@@ -406,6 +426,8 @@ impl Machine {
                 self.shutting_down = true;
                 if self.role() == Role::Master && self.peer_alive(now) {
                     self.start_handover(now, HandoverWhy::Shutdown);
+                } else if self.holds_vips() && self.role() == Role::Backup {
+                    // Lingering after a handover: `Done` comes with the release.
                 } else {
                     if self.role() == Role::Master {
                         self.push(Action::ReleaseVips);
@@ -418,7 +440,7 @@ impl Machine {
                 if matches!(self.state, State::Fault) {
                     return;
                 }
-                if self.role() == Role::Master {
+                if self.holds_vips() {
                     self.push(Action::ReleaseVips);
                 }
                 self.probing = false;
@@ -538,8 +560,8 @@ impl Machine {
                     self.push(Action::Announce);
                     self.send(Kind::Advert);
                 } else {
-                    self.push(Action::ReleaseVips);
                     self.enter_backup(now, Reason::DualMaster);
+                    self.linger(now);
                 }
             }
             State::Fault => {}
@@ -590,12 +612,20 @@ impl Machine {
         else {
             return;
         };
-        let why = h.why;
-        self.push(Action::ReleaseVips);
+        let _ = h.why; // a shutdown completes (`Done`) when the linger ends
         self.enter_backup(now, Reason::HandedOver);
-        if why == HandoverWhy::Shutdown {
-            self.push(Action::Done);
-        }
+        self.linger(now);
+    }
+
+    /// Keep the VIPs a little after handing them over (see `release_at`).
+    fn linger(&mut self, now: Time) {
+        let at = now + self.linger_time();
+        self.backup_mut(|s| s.release_at = Some(at));
+    }
+
+    /// Long enough for the new master's first announcement to reach clients.
+    pub fn linger_time(&self) -> Duration {
+        self.cfg.advert_interval.min(Duration::from_millis(100))
     }
 
     fn handover_timed_out(&mut self, h: Handover) {
@@ -685,6 +715,7 @@ impl Machine {
             master_down_at: down,
             preempt_at: None,
             witness_retry_at: None,
+            release_at: None,
         });
         self.set_role(st, reason);
         self.send(Kind::Advert);
