@@ -1,8 +1,13 @@
 //! The proxy loop: moves bytes both ways, unchanged, passing half-closes on.
 //!
 //! Two data paths, chosen by [`Mode`]:
-//! - `Splice`: socket → pipe → socket with splice(2); the bytes never enter user space.
+//! - `Splice` (default): socket → pipe → socket with splice(2); the bytes never enter user
+//!   space, and the buffer is kernel memory, not RSS.
 //! - `Copy`: read(2) into a buffer, write(2) out.
+//!
+//! Measured on loopback, 1 GiB through one connection, 2 shared cores, release build, median of
+//! 9 (`tests/balancer_bench.rs`): with 256 KiB pipes/buffers splice 12.2 Gbit/s, copy
+//! 10.2 Gbit/s (direct 15.9); with 64 KiB, splice 7.1, copy 6.2. Hence splice, 256 KiB.
 //!
 //! Idle connections hold no pipe and no buffer: a direction takes one from a shared pool when
 //! data arrives and gives it back when the source has nothing more to read.
@@ -196,6 +201,7 @@ impl Dir<'_> {
 
     async fn splice(&self) -> io::Result<()> {
         let mut pipe: Option<Pipe> = None;
+        let mut moved = false;
         let (src_fd, dst_fd) = (self.src.as_raw_fd(), self.dst.as_raw_fd());
         loop {
             // The pipe is empty here, so EAGAIN can only mean the socket has nothing to read.
@@ -212,8 +218,14 @@ impl Dir<'_> {
                     PIPES.give(pipe.take());
                     continue;
                 }
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) && !moved => {
+                    // This kernel or socket cannot splice: copy instead.
+                    PIPES.give(pipe.take());
+                    return self.copy().await;
+                }
                 Err(e) => return Err(e),
             };
+            moved = true;
             if n == 0 {
                 PIPES.give(pipe.take());
                 return self.eof();
