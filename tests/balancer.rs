@@ -851,7 +851,10 @@ async fn reload_keeps_unchanged_servers_and_their_connections() {
     for _ in 0..6 {
         seen.insert(hello(addr).await.0);
     }
-    assert_eq!(seen, ["a", "c"].iter().map(|s| s.to_string()).collect());
+    // New connections go to the new server and never to the drained one
+    // (whether `a` also gets some depends on how fast each hello closes).
+    assert!(seen.contains("c"), "{seen:?}");
+    assert!(!seen.contains("b"), "drained server got new connections: {seen:?}");
     assert_eq!(
         srv(&b, "rl", "a", &mut None).active,
         1,
