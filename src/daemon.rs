@@ -76,7 +76,10 @@ async fn serve(path: PathBuf, cfg: config::Config, keys: KeyRing) -> ExitCode {
     let admin_sock = match crate::admin::bind(cfg.node.admin).await {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("cannot bind the admin address {} (node.admin): {e}", cfg.node.admin);
+            eprintln!(
+                "cannot bind the admin address {} (node.admin): {e}",
+                cfg.node.admin
+            );
             return ExitCode::FAILURE;
         }
     };

@@ -178,7 +178,11 @@ fn admin_of_a_running_daemon() {
     );
     assert!(total(&m1, "hapair_server_bytes_in_total") - bytes0 >= 6.0 * 8.0);
     assert_eq!(
-        one(&m1, "hapair_listener_connections_total", &[("listener", "hs2")]),
+        one(
+            &m1,
+            "hapair_listener_connections_total",
+            &[("listener", "hs2")]
+        ),
         6.0
     );
     assert!(
@@ -201,7 +205,11 @@ fn admin_of_a_running_daemon() {
         one(
             &m2,
             "hapair_server_state",
-            &[("listener", "hs2"), ("server", "impala2"), ("state", "drain")]
+            &[
+                ("listener", "hs2"),
+                ("server", "impala2"),
+                ("state", "drain")
+            ]
         ),
         1.0
     );
@@ -214,9 +222,21 @@ fn admin_of_a_running_daemon() {
     // `hapair status` prints the table; `--json` the document.
     let out = lab.cli(&["status", "-c", &cfg]);
     let table = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     println!("hapair status:\n{table}");
-    for want in ["proxy1", "MASTER", VIP, "held here", "impala2", "drain", "services"] {
+    for want in [
+        "proxy1",
+        "MASTER",
+        VIP,
+        "held here",
+        "impala2",
+        "drain",
+        "services",
+    ] {
         assert!(table.contains(want), "{want} missing from:\n{table}");
     }
     let out = lab.cli(&["status", "-c", &cfg, "--json"]);
@@ -234,5 +254,8 @@ fn admin_of_a_running_daemon() {
     // A CLI pointed at a port nobody listens on says what to do.
     let out = lab.cli(&["status", "-c", &cfg, "--admin", "127.0.0.1:9"]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("is hapair running? admin at 127.0.0.1:9 refused"), "{err}");
+    assert!(
+        err.contains("is hapair running? admin at 127.0.0.1:9 refused"),
+        "{err}"
+    );
 }

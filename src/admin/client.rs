@@ -112,9 +112,11 @@ pub fn request(
         })
     })?;
     let text = String::from_utf8_lossy(&buf);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| ClientError(format!("admin at {addr} sent no HTTP answer: is it hapair?")))?;
+    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| {
+        ClientError(format!(
+            "admin at {addr} sent no HTTP answer: is it hapair?"
+        ))
+    })?;
     let code = head
         .split(' ')
         .nth(1)
@@ -215,12 +217,7 @@ fn run_ctl(t: &Target, action: &Action, listener: Option<&str>) -> Result<String
             file.display()
         ))
     })?;
-    let (code, body) = request(
-        t.addr,
-        "POST",
-        &action.target(listener),
-        Some(token.trim()),
-    )?;
+    let (code, body) = request(t.addr, "POST", &action.target(listener), Some(token.trim()))?;
     let msg = serde_json::from_str::<Value>(&body)
         .ok()
         .and_then(|v| v["message"].as_str().map(str::to_string))

@@ -245,7 +245,12 @@ async fn read_inner(s: &mut TcpStream) -> Result<Request, ReadError> {
 }
 
 /// Write `resp` and close, within `timeout`.
-pub async fn write_response(s: &mut TcpStream, resp: &Response, head_only: bool, timeout: Duration) {
+pub async fn write_response(
+    s: &mut TcpStream,
+    resp: &Response,
+    head_only: bool,
+    timeout: Duration,
+) {
     let bytes = resp.encode(head_only);
     let _ = tokio::time::timeout(timeout, async {
         s.write_all(&bytes).await?;
@@ -325,7 +330,10 @@ mod tests {
 
     #[test]
     fn refuses_big_bodies_chunked_and_garbage() {
-        let big = format!("POST / HTTP/1.1\r\nContent-Length: {}\r\n\r\n", MAX_BODY + 1);
+        let big = format!(
+            "POST / HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+            MAX_BODY + 1
+        );
         assert_eq!(
             parse_head(big.as_bytes()).unwrap_err(),
             ReadError::BodyTooLarge

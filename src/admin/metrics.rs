@@ -66,7 +66,11 @@ pub fn render(s: &Status) -> String {
     let p = &s.pair;
     let n = |v: u64| v as i64;
 
-    let info = Gauges::new(&mut reg, "hapair_info", "Build and node information (always 1)");
+    let info = Gauges::new(
+        &mut reg,
+        "hapair_info",
+        "Build and node information (always 1)",
+    );
     info.set(&[("version", &s.version), ("node", &s.node)], 1);
 
     let role = Gauges::new(
@@ -92,8 +96,12 @@ pub fn render(s: &Status) -> String {
         "Sum of the weights of the failing checks",
     )
     .set(&[], i64::from(p.weight));
-    Gauges::new(&mut reg, "hapair_vips_held", "1 while this node holds the VIPs")
-        .set(&[], i64::from(p.vips_held));
+    Gauges::new(
+        &mut reg,
+        "hapair_vips_held",
+        "1 while this node holds the VIPs",
+    )
+    .set(&[], i64::from(p.vips_held));
     Gauges::new(
         &mut reg,
         "hapair_peer_alive",
@@ -107,8 +115,12 @@ pub fn render(s: &Status) -> String {
             "Milliseconds since the peer's last accepted heartbeat",
         )
         .set(&[("peer", &peer.name)], n(peer.last_heard_ms_ago));
-        Gauges::new(&mut reg, "hapair_peer_priority", "The peer's advertised priority")
-            .set(&[("peer", &peer.name)], i64::from(peer.priority));
+        Gauges::new(
+            &mut reg,
+            "hapair_peer_priority",
+            "The peer's advertised priority",
+        )
+        .set(&[("peer", &peer.name)], i64::from(peer.priority));
     }
     Counters::new(&mut reg, "hapair_heartbeats_sent", "Heartbeats sent").set(&[], p.sent);
     Counters::new(
@@ -120,7 +132,7 @@ pub fn render(s: &Status) -> String {
     let dropped = Counters::new(
         &mut reg,
         "hapair_heartbeats_dropped",
-        "Heartbeats dropped, by reason (bad_hmac, replay, foreign_router, unknown_source...)",
+        "Heartbeats dropped, by reason (malformed, bad_version, foreign_router, unknown_key, bad_mac, replay, duplicate, unknown_source)",
     );
     for (reason, v) in &p.dropped {
         dropped.set(&[("reason", reason)], *v);
@@ -267,7 +279,7 @@ mod tests {
             pair: PairStatus {
                 role: "backup".into(),
                 sent: 7,
-                dropped: [("bad_hmac".to_string(), 3u64)].into_iter().collect(),
+                dropped: [("bad_mac".to_string(), 3u64)].into_iter().collect(),
                 ..Default::default()
             },
             listeners: vec![],
@@ -280,7 +292,7 @@ mod tests {
         assert!(m.contains("hapair_role{role=\"master\"} 0\n"), "{m}");
         assert!(m.contains("hapair_heartbeats_sent_total 7\n"), "{m}");
         assert!(
-            m.contains("hapair_heartbeats_dropped_total{reason=\"bad_hmac\"} 3\n"),
+            m.contains("hapair_heartbeats_dropped_total{reason=\"bad_mac\"} 3\n"),
             "{m}"
         );
         assert!(!m.contains("hapair_service_restarts"), "{m}");

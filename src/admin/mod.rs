@@ -204,11 +204,15 @@ impl Admin {
     pub fn handle(&self, req: &Request, from: SocketAddr) -> Response {
         let get = req.method == "GET" || req.method == "HEAD";
         match (req.path.as_str(), get) {
-            ("/", true) => Response::new(200, "text/html; charset=utf-8", page::render(&self.status()))
-                .with_header(
-                    "Content-Security-Policy",
-                    "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
-                ),
+            ("/", true) => Response::new(
+                200,
+                "text/html; charset=utf-8",
+                page::render(&self.status()),
+            )
+            .with_header(
+                "Content-Security-Policy",
+                "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
+            ),
             ("/status", true) => json(200, &self.status()),
             ("/metrics", true) => {
                 Response::new(200, metrics::CONTENT_TYPE, metrics::render(&self.status()))
@@ -221,9 +225,13 @@ impl Admin {
                 answer(405, false, "control endpoints take POST").with_header("Allow", "POST")
             }
             ("/" | "/status" | "/metrics", false) => {
-                Response::text(405, format!("{} takes GET", req.path)).with_header("Allow", "GET, HEAD")
+                Response::text(405, format!("{} takes GET", req.path))
+                    .with_header("Allow", "GET, HEAD")
             }
-            _ => Response::text(404, format!("no such page: {}; try /, /status or /metrics", req.path)),
+            _ => Response::text(
+                404,
+                format!("no such page: {}; try /, /status or /metrics", req.path),
+            ),
         }
     }
 
@@ -241,7 +249,8 @@ impl Admin {
             } else {
                 "this needs Authorization: Bearer <token> (the content of node.admin_token_file)"
             };
-            return answer(401, false, msg).with_header("WWW-Authenticate", "Bearer realm=\"hapair\"");
+            return answer(401, false, msg)
+                .with_header("WWW-Authenticate", "Bearer realm=\"hapair\"");
         }
         let server = req.param("server").filter(|s| !s.is_empty());
         let listener = req.param("listener").filter(|s| !s.is_empty());
@@ -249,7 +258,11 @@ impl Admin {
             "step-down" => self.step_down(),
             "drain" | "enable" | "disable" => {
                 let Some(server) = server else {
-                    return answer(400, false, &format!("{action} needs ?server=NAME (and optionally &listener=NAME)"));
+                    return answer(
+                        400,
+                        false,
+                        &format!("{action} needs ?server=NAME (and optionally &listener=NAME)"),
+                    );
                 };
                 let b = &i.balancer;
                 let done = match action {
@@ -257,7 +270,8 @@ impl Admin {
                     "enable" => b.enable(listener, server),
                     _ => b.disable(listener, server),
                 };
-                let scope = listener.map_or("every listener".to_string(), |l| format!("listener {l}"));
+                let scope =
+                    listener.map_or("every listener".to_string(), |l| format!("listener {l}"));
                 match done {
                     Ok(()) => Ok(format!("{action} {server} in {scope}")),
                     Err(e @ (ControlError::NoServer(_) | ControlError::NoListener(_))) => {
@@ -267,11 +281,16 @@ impl Admin {
             }
             "restart" => match req.param("service").filter(|s| !s.is_empty()) {
                 None => Err((400, "restart needs ?service=NAME".to_string())),
-                Some(s) => Err((404, format!("no such service: {s:?} (no services are supervised)"))),
+                Some(s) => Err((
+                    404,
+                    format!("no such service: {s:?} (no services are supervised)"),
+                )),
             },
             _ => Err((
                 404,
-                format!("no such control: {action:?}; try step-down, drain, enable, disable or restart"),
+                format!(
+                    "no such control: {action:?}; try step-down, drain, enable, disable or restart"
+                ),
             )),
         };
         match r {
@@ -291,18 +310,29 @@ impl Admin {
         let i = &self.inner;
         let (role, peer_alive) = {
             let s = i.pair.status.lock().unwrap_or_else(|p| p.into_inner());
-            (s.role.to_lowercase(), s.peer.as_ref().is_some_and(|p| p.alive))
+            (
+                s.role.to_lowercase(),
+                s.peer.as_ref().is_some_and(|p| p.alive),
+            )
         };
         if role != "master" {
-            return Err((409, format!("this node is {role}, not master: nothing to step down from")));
+            return Err((
+                409,
+                format!("this node is {role}, not master: nothing to step down from"),
+            ));
         }
-        if i.pair.tx.send(PairRequest::Command(Command::StepDown)).is_err() {
+        if i.pair
+            .tx
+            .send(PairRequest::Command(Command::StepDown))
+            .is_err()
+        {
             return Err((503, "the pair thread is not running".to_string()));
         }
         Ok(if peer_alive {
             "step-down: handing the VIPs over to the peer".to_string()
         } else {
-            "step-down requested, but the peer is not alive: the VIPs stay here until it is".to_string()
+            "step-down requested, but the peer is not alive: the VIPs stay here until it is"
+                .to_string()
         })
     }
 }

@@ -124,12 +124,12 @@ fn pair_section(h: &mut String, s: &Status) {
             "<p id=\"peer\" data-alive=\"false\" class=\"bad\">no peer heard since start</p>\n",
         ),
         Some(peer) => {
-            let _ = write!(
+            let _ = writeln!(
                 h,
                 "<table id=\"peer\" data-alive=\"{alive}\"><tr><th>name</th><th>address</th><th>role</th>\
                  <th>priority</th><th>last heartbeat</th><th>alive</th></tr>\
                  <tr><td id=\"peer-name\">{name}</td><td>{addr}</td><td id=\"peer-role\">{role}</td>\
-                 <td class=\"n\">{prio}</td><td class=\"n\">{heard} ago</td><td class=\"{cls}\">{alive_s}</td></tr></table>\n",
+                 <td class=\"n\">{prio}</td><td class=\"n\">{heard} ago</td><td class=\"{cls}\">{alive_s}</td></tr></table>",
                 alive = peer.alive,
                 name = esc(&peer.name),
                 addr = esc(&peer.addr),
@@ -188,10 +188,7 @@ fn listener_section(h: &mut String, s: &Status, l: &crate::balancer::ListenerSta
         let state = server_state(sv);
         let check = match &sv.last_check {
             None => "<span class=\"muted\">no check</span>".to_string(),
-            Some(c) if c.ok => format!(
-                "ok, {} ago",
-                age(s.now_ms.saturating_sub(c.at_unix_ms))
-            ),
+            Some(c) if c.ok => format!("ok, {} ago", age(s.now_ms.saturating_sub(c.at_unix_ms))),
             Some(c) => format!(
                 "<span class=\"bad\">failed: {}</span>, {} ago",
                 esc(&c.detail),
@@ -203,13 +200,13 @@ fn listener_section(h: &mut String, s: &Status, l: &crate::balancer::ListenerSta
         } else {
             "start".into()
         };
-        let _ = write!(
+        let _ = writeln!(
             h,
             "<tr class=\"server\" data-listener=\"{lname}\" data-server=\"{name}\" data-state=\"{state}\">\
              <td>{name}{backup}</td><td>{addr}</td><td class=\"n\">{w}</td><td class=\"state\">{state}</td>\
              <td class=\"n\">{since}</td><td class=\"n active\">{active}</td><td class=\"n total\">{total}</td>\
              <td class=\"n\">{bin}</td><td class=\"n\">{bout}</td><td class=\"n\">{cf}</td><td class=\"n\">{re}</td>\
-             <td class=\"check\">{check}</td></tr>\n",
+             <td class=\"check\">{check}</td></tr>",
             lname = esc(&l.name),
             name = esc(&sv.name),
             backup = if sv.backup { " (backup)" } else { "" },
@@ -276,9 +273,9 @@ fn events_section(h: &mut String, s: &Status) {
     );
     // Newest first: that is what an operator reads.
     for e in s.events.iter().rev() {
-        let _ = write!(
+        let _ = writeln!(
             h,
-            "<tr class=\"event\" data-kind=\"{k}\"><td>{t}</td><td>{k}</td><td>{m}</td></tr>\n",
+            "<tr class=\"event\" data-kind=\"{k}\"><td>{t}</td><td>{k}</td><td>{m}</td></tr>",
             t = timestamp(e.at_ms),
             k = esc(e.kind),
             m = esc(&e.message),

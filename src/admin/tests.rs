@@ -161,9 +161,10 @@ async fn control_with_token_drains_enables_and_disables() {
     let s = states(&f.balancer);
     assert!(s.contains(&("hs2".into(), "impala1".into(), ServerState::Drain)));
     assert!(s.contains(&("beeswax".into(), "impala1".into(), ServerState::Up)));
-    let r = f
-        .admin
-        .handle(&req("POST", "/control/disable?server=impala2", auth), from());
+    let r = f.admin.handle(
+        &req("POST", "/control/disable?server=impala2", auth),
+        from(),
+    );
     assert_eq!(r.status, 200);
     assert!(states(&f.balancer).contains(&("hs2".into(), "impala2".into(), ServerState::Maint)));
     // Unknown names and missing arguments.
@@ -178,9 +179,10 @@ async fn control_with_token_drains_enables_and_disables() {
     assert_eq!(r.status, 404);
     let r = f.admin.handle(&req("POST", "/control/drain", auth), from());
     assert_eq!(r.status, 400);
-    let r = f
-        .admin
-        .handle(&req("POST", "/control/restart?service=catalogd", auth), from());
+    let r = f.admin.handle(
+        &req("POST", "/control/restart?service=catalogd", auth),
+        from(),
+    );
     assert_eq!(r.status, 404);
     assert!(body(&r)["message"]
         .as_str()
@@ -188,7 +190,9 @@ async fn control_with_token_drains_enables_and_disables() {
         .contains("no such service"));
     // The events record what was done.
     let ev = f.admin.status().events;
-    assert!(ev.iter().any(|e| e.kind == "admin" && e.message.contains("drain impala1")));
+    assert!(ev
+        .iter()
+        .any(|e| e.kind == "admin" && e.message.contains("drain impala1")));
 }
 
 #[tokio::test]
@@ -238,7 +242,10 @@ async fn pages_and_methods() {
     let r = f.admin.handle(&req("GET", "/", None), from());
     assert_eq!(r.status, 200);
     let html = String::from_utf8(r.body).unwrap();
-    assert!(html.contains("data-server=\"impala2\" data-state=\"up\""), "{html}");
+    assert!(
+        html.contains("data-server=\"impala2\" data-state=\"up\""),
+        "{html}"
+    );
     let r = f.admin.handle(&req("GET", "/status", None), from());
     let s = body(&r);
     assert_eq!(s["node"], "proxy1");
@@ -254,8 +261,14 @@ async fn pages_and_methods() {
             .status,
         405
     );
-    assert_eq!(f.admin.handle(&req("POST", "/status", None), from()).status, 405);
-    assert_eq!(f.admin.handle(&req("GET", "/nope", None), from()).status, 404);
+    assert_eq!(
+        f.admin.handle(&req("POST", "/status", None), from()).status,
+        405
+    );
+    assert_eq!(
+        f.admin.handle(&req("GET", "/nope", None), from()).status,
+        404
+    );
 }
 
 #[tokio::test]
@@ -263,16 +276,23 @@ async fn server_bounds_slow_and_oversized_clients() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let f = fixture(Token::from_text(TOKEN)).await;
     let stop = CancellationToken::new();
-    let addr = start("127.0.0.1:0".parse().unwrap(), f.admin.clone(), stop.clone())
-        .await
-        .unwrap();
+    let addr = start(
+        "127.0.0.1:0".parse().unwrap(),
+        f.admin.clone(),
+        stop.clone(),
+    )
+    .await
+    .unwrap();
     // An oversized head gets 431.
     let mut s = TcpStream::connect(addr).await.unwrap();
     let big = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(20_000));
     let _ = s.write_all(big.as_bytes()).await;
     let mut out = Vec::new();
     let _ = s.read_to_end(&mut out).await;
-    assert!(String::from_utf8_lossy(&out).starts_with("HTTP/1.1 431"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out).starts_with("HTTP/1.1 431"),
+        "{out:?}"
+    );
     // A normal GET works while a silent client holds a slot.
     let _idle = TcpStream::connect(addr).await.unwrap();
     let mut s = TcpStream::connect(addr).await.unwrap();

@@ -82,7 +82,7 @@ impl AdminLab {
             .prefix("hapair-admin")
             .tempdir()
             .unwrap();
-        hapair::wire::keygen(&dir.path().join("pair.key")).unwrap();
+        hapair::wire::keygen(dir.path().join("pair.key")).unwrap();
         let token = dir.path().join("admin.token");
         std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
         let config = dir.path().join("hapair.toml");
@@ -102,13 +102,17 @@ impl AdminLab {
             me.start_standin(name, i as u8 + 2);
         }
         me.start_daemon();
-        me.wait_for("master with every server up", Duration::from_secs(20), |s| {
-            s["pair"]["role"] == "master"
-                && s["pair"]["vips_held"] == true
-                && s["listeners"]
-                    .as_array()
-                    .is_some_and(|ls| ls.iter().all(|l| all_up(l)))
-        });
+        me.wait_for(
+            "master with every server up",
+            Duration::from_secs(20),
+            |s| {
+                s["pair"]["role"] == "master"
+                    && s["pair"]["vips_held"] == true
+                    && s["listeners"]
+                        .as_array()
+                        .is_some_and(|ls| ls.iter().all(all_up))
+            },
+        );
         me
     }
 
@@ -274,7 +278,12 @@ fn config_text() -> String {
     let servers = SERVERS
         .iter()
         .enumerate()
-        .map(|(i, n)| format!("  {{ name = \"{n}\", addr = \"127.0.0.{}:21050\" }},\n", i + 2))
+        .map(|(i, n)| {
+            format!(
+                "  {{ name = \"{n}\", addr = \"127.0.0.{}:21050\" }},\n",
+                i + 2
+            )
+        })
         .collect::<String>();
     let check = "check = { type = \"http\", port = 25000, path = \"/healthz\", interval = \"200ms\", timeout = \"200ms\", fall = 2, rise = 1 }";
     format!(
