@@ -71,6 +71,18 @@ async fn serve(path: PathBuf, cfg: config::Config, keys: KeyRing) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Admin (1/2): bind before the pair starts, so a taken admin port stops the start-up
+    // before this node can claim anything.
+    let admin_sock = match crate::admin::bind(cfg.node.admin).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!(
+                "cannot bind the admin address {} (node.admin): {e}",
+                cfg.node.admin
+            );
+            return ExitCode::FAILURE;
+        }
+    };
     let (role_tx, _role_rx) = tokio::sync::watch::channel(Role::Init);
     let (pair, pair_thread) = match driver::spawn(&cfg, keys, events.clone(), role_tx) {
         Ok(x) => x,
@@ -79,6 +91,18 @@ async fn serve(path: PathBuf, cfg: config::Config, keys: KeyRing) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Admin (2/2): serve once the balancer and the pair are up. The token is read once here;
+    // node.admin and the token file need a restart to change.
+    let admin_stop = tokio_util::sync::CancellationToken::new();
+    let admin = crate::admin::Admin::new(
+        cfg.node.name.clone(),
+        pair.clone(),
+        balancer.clone(),
+        events.clone(),
+        crate::admin::Token::load(cfg.node.admin_token_file.as_deref()),
+    );
+    tokio::spawn(crate::admin::serve(admin_sock, admin, admin_stop.clone()));
+
     sd_notify("READY=1");
     info!(config = %path.display(), "ready");
 
@@ -122,6 +146,7 @@ async fn serve(path: PathBuf, cfg: config::Config, keys: KeyRing) -> ExitCode {
     if tokio::time::timeout(grace, done_rx).await.is_err() {
         warn!("handover did not finish within {grace:?}; exiting");
     }
+    admin_stop.cancel();
     drop(pair);
     let _ = tokio::task::spawn_blocking(move || pair_thread.join()).await;
     balancer.shutdown(Duration::from_secs(5)).await;

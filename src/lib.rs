@@ -9,6 +9,7 @@
 //! - `admin`: status page, JSON, metrics, control.
 //! - `lab`: network-namespace lab, stand-in daemons, drills, benchmarks.
 
+pub mod admin;
 pub mod balancer;
 pub mod config;
 pub mod daemon;

@@ -40,11 +40,66 @@ enum Cmd {
     },
     /// Write a new random pair key (mode 0600).
     Keygen { file: PathBuf },
+    /// Ask the running daemon for role, priority, peer, VIPs, servers and services.
+    Status {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Print the raw /status JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Runtime control through the admin API (needs the admin token).
+    Ctl {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Only in this listener (drain, enable, disable) [default: every listener].
+        #[arg(long, global = true)]
+        listener: Option<String>,
+        #[command(subcommand)]
+        action: CtlCmd,
+    },
     /// The namespace lab: demo, drills and benchmarks (root).
     Lab {
         #[command(subcommand)]
         cmd: hapair::lab::cli::LabCmd,
     },
+}
+
+/// Where `status` and `ctl` find the admin API.
+#[derive(clap::Args)]
+struct AdminArgs {
+    #[arg(short, long, default_value = "/etc/hapair/hapair.toml")]
+    config: PathBuf,
+    /// Admin address [default: node.admin from the config].
+    #[arg(long)]
+    admin: Option<std::net::SocketAddr>,
+    /// Admin token file [default: node.admin_token_file from the config].
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum CtlCmd {
+    /// Hand the VIPs to the peer (make-before-break).
+    StepDown,
+    /// No new connections to SERVER; open ones finish.
+    Drain { server: String },
+    /// Put SERVER back in rotation (if its checks pass).
+    Enable { server: String },
+    /// Maintenance: no new connections to SERVER; checks keep running.
+    Disable { server: String },
+    /// Restart a supervised service.
+    Restart { service: String },
+}
+
+fn admin_target(a: &AdminArgs) -> Option<hapair::admin::client::Target> {
+    match hapair::admin::client::Target::resolve(&a.config, a.admin, a.token_file.clone()) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            eprintln!("{e}");
+            None
+        }
+    }
 }
 
 fn init_logs(format: LogFormat) {
@@ -81,6 +136,28 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Cmd::Status { admin, json } => match admin_target(&admin) {
+            Some(t) => hapair::admin::client::status(&t, json),
+            None => ExitCode::FAILURE,
+        },
+        Cmd::Ctl {
+            admin,
+            listener,
+            action,
+        } => {
+            use hapair::admin::client::Action;
+            let action = match action {
+                CtlCmd::StepDown => Action::StepDown,
+                CtlCmd::Drain { server } => Action::Drain(server),
+                CtlCmd::Enable { server } => Action::Enable(server),
+                CtlCmd::Disable { server } => Action::Disable(server),
+                CtlCmd::Restart { service } => Action::Restart(service),
+            };
+            match admin_target(&admin) {
+                Some(t) => hapair::admin::client::ctl(&t, &action, listener.as_deref()),
+                None => ExitCode::FAILURE,
+            }
+        }
         Cmd::Lab { cmd } => {
             init_logs(LogFormat::Human);
             hapair::lab::cli::run(cmd)
