@@ -19,3 +19,4 @@ pub mod wire;
 pub mod daemon;
 pub mod driver;
 pub mod events;
+pub mod supervisor;
