@@ -276,8 +276,9 @@ impl Manager {
     /// Reconcile `self.services` with a new list (also the initial start).
     fn apply(&mut self, new: Vec<ServiceConfig>) {
         for m in &mut self.services {
+            let was = m.retired;
             m.retired = !new.iter().any(|c| c.name == m.cfg.name);
-            if m.retired {
+            if m.retired && !was {
                 self.shared
                     .event(format!("{}: removed from the config; stopping", m.cfg.name));
             }

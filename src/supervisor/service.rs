@@ -192,6 +192,8 @@ impl Task {
                     forced = Some(reply);
                 }
                 End::Crashed { how, ran_for } => {
+                    // `supervise` consumed any reload; pick up its restart policy.
+                    backoff.set_policy(self.cfg.borrow().restart);
                     let delay = backoff.on_crash(ran_for);
                     let msg = format!(
                         "{}: pid {pid} {how} after {}; restarting in {}",
