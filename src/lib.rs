@@ -19,4 +19,5 @@ pub mod health;
 pub mod lab;
 pub mod net;
 pub mod pair;
+pub mod supervisor;
 pub mod wire;
