@@ -12,6 +12,7 @@ use crate::config::{self, Host};
 use crate::driver::{self, Request};
 use crate::events::EventLog;
 use crate::pair::Role;
+use crate::supervisor::Supervisor;
 use crate::wire::KeyRing;
 
 /// Exit code for a bad config, as linkerd and sysexits(3) use.
@@ -83,8 +84,18 @@ async fn serve(path: PathBuf, cfg: config::Config, keys: KeyRing) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Services follow the pair through the gate the pair thread opens.
+    let (gate_tx, gate_rx) = tokio::sync::watch::channel(false);
+    let supervisor = Supervisor::start(cfg.services.clone(), gate_rx, events.clone());
+    let links = driver::Links {
+        gate: gate_tx,
+        service_weight: supervisor.weight(),
+        master_running: supervisor.master_running(),
+        balancer: Some(balancer.clone()),
+        idle: None,
+    };
     let (role_tx, _role_rx) = tokio::sync::watch::channel(Role::Init);
-    let (pair, pair_thread) = match driver::spawn(&cfg, keys, events.clone(), role_tx) {
+    let (pair, pair_thread) = match driver::spawn(&cfg, keys, events.clone(), role_tx, links) {
         Ok(x) => x,
         Err(e) => {
             eprintln!("cannot start the pair: {e:#}");
@@ -98,6 +109,7 @@ async fn serve(path: PathBuf, cfg: config::Config, keys: KeyRing) -> ExitCode {
         cfg.node.name.clone(),
         pair.clone(),
         balancer.clone(),
+        supervisor.clone(),
         events.clone(),
         crate::admin::Token::load(cfg.node.admin_token_file.as_deref()),
     );
@@ -127,6 +139,7 @@ async fn serve(path: PathBuf, cfg: config::Config, keys: KeyRing) -> ExitCode {
                         if let Err(e) = balancer.reload(new.listen.clone()).await {
                             error!("reload: balancer kept its old listeners: {e}");
                         }
+                        supervisor.reload(new.services.clone());
                         let _ = pair.tx.send(Request::Reload(Box::new(new), keys));
                     }
                     Err(e) => {
@@ -149,6 +162,7 @@ async fn serve(path: PathBuf, cfg: config::Config, keys: KeyRing) -> ExitCode {
     admin_stop.cancel();
     drop(pair);
     let _ = tokio::task::spawn_blocking(move || pair_thread.join()).await;
+    supervisor.shutdown().await;
     balancer.shutdown(Duration::from_secs(5)).await;
     info!("stopped");
     ExitCode::SUCCESS

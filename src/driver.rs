@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ipnet::IpNet;
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
@@ -72,6 +72,45 @@ pub struct PairHandle {
     pub status: Arc<Mutex<PairStatus>>,
 }
 
+/// What the pair exchanges with the supervisor and the balancer.
+pub struct Links {
+    /// Open while this node may run `run = "master"` services: master, not
+    /// preparing a handover, and the peer runs no copy.
+    pub gate: watch::Sender<bool>,
+    /// Sum of the weights of failing services.
+    pub service_weight: watch::Receiver<i32>,
+    /// Some `run = "master"` service is alive here (advertised to the peer).
+    pub master_running: watch::Receiver<bool>,
+    /// For "every pool has no healthy server".
+    pub balancer: Option<crate::balancer::Balancer>,
+    /// Senders kept alive when nothing feeds the receivers above, so that
+    /// `changed()` waits instead of failing in a loop.
+    pub idle: Option<(watch::Sender<i32>, watch::Sender<bool>)>,
+}
+
+impl Links {
+    /// No services and no balancer (tests, the bare pair).
+    pub fn none() -> Links {
+        let (wt, wr) = watch::channel(0);
+        let (mt, mr) = watch::channel(false);
+        Links {
+            gate: watch::channel(false).0,
+            service_weight: wr,
+            master_running: mr,
+            balancer: None,
+            idle: Some((wt, mt)),
+        }
+    }
+}
+
+/// How long every pool must have been down before this node gives way to a
+/// peer whose pools are healthy: checks start down, so not at start-up.
+const POOLS_DOWN_GRACE: Duration = Duration::from_secs(2);
+/// The weight that makes a node with no healthy backend lose to any healthy peer.
+const POOLS_DOWN_WEIGHT: i32 = -254;
+/// Longest wait for the master-only services to stop before a handover.
+const SERVICE_STOP_WAIT: Duration = Duration::from_secs(30);
+
 /// Start the pair thread. Returns once the socket is bound and stale VIPs are
 /// removed, or with the error that prevented it.
 pub fn spawn(
@@ -79,6 +118,7 @@ pub fn spawn(
     keys: KeyRing,
     events: EventLog,
     role_tx: tokio::sync::watch::Sender<Role>,
+    links: Links,
 ) -> anyhow::Result<(PairHandle, std::thread::JoinHandle<()>)> {
     let (tx, rx) = mpsc::unbounded_channel();
     let status = Arc::new(Mutex::new(PairStatus::default()));
@@ -99,7 +139,7 @@ pub fn spawn(
                 }
             };
             rt.block_on(async move {
-                match Driver::start(cfg, keys, events, st, role_tx).await {
+                match Driver::start(cfg, keys, events, st, role_tx, links).await {
                     Ok(d) => {
                         let _ = ready_tx.send(Ok(()));
                         d.run(rx).await;
@@ -143,6 +183,14 @@ struct Driver {
     witness_rx: mpsc::UnboundedReceiver<bool>,
     shutdown_waiters: Vec<oneshot::Sender<()>>,
     counters: PairStatus,
+    links: Links,
+    /// The peer's last `FLAG_*` bits.
+    peer_flags: u8,
+    /// A step-down or shutdown waiting for the master-only services to stop
+    /// (so there are never two catalogds), with its give-up time.
+    pending: Option<(Command, Instant)>,
+    /// Since when every pool has had no healthy server.
+    pools_down_since: Option<Instant>,
 }
 
 /// Settings for the pure machine from the config.
@@ -193,6 +241,7 @@ impl Driver {
         events: EventLog,
         status: Arc<Mutex<PairStatus>>,
         role_tx: tokio::sync::watch::Sender<Role>,
+        links: Links,
     ) -> anyhow::Result<Driver> {
         let addr = own_addr(&cfg)?;
         let vips = net::vip::Vips::new()?;
@@ -253,6 +302,10 @@ impl Driver {
             witness_rx,
             shutdown_waiters: vec![],
             counters: PairStatus::default(),
+            links,
+            peer_flags: 0,
+            pending: None,
+            pools_down_since: None,
             cfg,
         })
     }
@@ -289,6 +342,8 @@ impl Driver {
                     self.events.push("link", format!("{} {}", self.cfg.pair.interface, if up { "up" } else { "down" }));
                     self.machine.handle_command(now, if up { Command::LinkUp } else { Command::LinkDown });
                 }
+                _ = self.links.master_running.changed() => {}
+                _ = self.links.service_weight.changed() => {}
                 Some(ok) = self.witness_rx.recv() => {
                     let now = self.now();
                     self.machine.handle_command(now, Command::WitnessResult(ok));
@@ -302,7 +357,9 @@ impl Driver {
                     Err(e) => debug!(error = %e, "heartbeat recv"),
                 },
             }
+            self.follow_links();
             let done = self.execute().await;
+            self.follow_links();
             self.publish();
             if done {
                 for w in self.shutdown_waiters.drain(..) {
@@ -310,6 +367,85 @@ impl Driver {
                 }
             }
         }
+    }
+
+    /// A step-down or shutdown that would hand the VIPs to a live peer first
+    /// stops the master-only services here, so the peer's copy starts only
+    /// after ours is gone (never two catalogds).
+    fn prepare_handover(&mut self, now: Duration, cmd: Command) {
+        let stop_first = self.machine.role() == Role::Master
+            && self.machine.peer_alive(now)
+            && *self.links.master_running.borrow();
+        if stop_first {
+            info!("stopping master-only services before handing over");
+            self.pending = Some((cmd, Instant::now() + SERVICE_STOP_WAIT));
+        } else {
+            self.machine.handle_command(now, cmd);
+        }
+    }
+
+    /// Sync the gate, the pending handover and the weight with the machine.
+    fn follow_links(&mut self) {
+        let now = self.now();
+        if let Some((cmd, give_up)) = self.pending {
+            if !*self.links.master_running.borrow() || Instant::now() >= give_up {
+                self.pending = None;
+                self.machine.handle_command(now, cmd);
+            }
+        }
+        let peer_runs = self.machine.peer_alive(now)
+            && self.peer_flags & crate::pair::types::FLAG_SERVICES_ACTIVE != 0;
+        let open = self.machine.role() == Role::Master && self.pending.is_none() && !peer_runs;
+        self.links
+            .gate
+            .send_if_modified(|g| std::mem::replace(g, open) != open);
+
+        let services = *self.links.service_weight.borrow();
+        let weight = services + self.pools_weight(now);
+        if weight != self.machine.weight() {
+            info!(weight, "effective priority weight changed");
+            self.machine.handle_command(now, Command::SetWeight(weight));
+        }
+    }
+
+    /// Every pool down here, for a while, and not on the live peer: give way.
+    fn pools_weight(&mut self, now: Duration) -> i32 {
+        let down = self
+            .links
+            .balancer
+            .as_ref()
+            .is_some_and(|b| b.all_pools_down());
+        match (down, self.pools_down_since) {
+            (false, _) => self.pools_down_since = None,
+            (true, None) => self.pools_down_since = Some(Instant::now()),
+            _ => {}
+        }
+        let long = self
+            .pools_down_since
+            .is_some_and(|t| t.elapsed() >= POOLS_DOWN_GRACE);
+        let peer_ok = self.machine.peer_alive(now)
+            && self.peer_flags & crate::pair::types::FLAG_POOLS_DOWN == 0;
+        if long && peer_ok {
+            POOLS_DOWN_WEIGHT
+        } else {
+            0
+        }
+    }
+
+    fn own_flags(&self) -> u8 {
+        let mut f = 0;
+        if *self.links.master_running.borrow() {
+            f |= crate::pair::types::FLAG_SERVICES_ACTIVE;
+        }
+        if self
+            .links
+            .balancer
+            .as_ref()
+            .is_some_and(|b| b.all_pools_down())
+        {
+            f |= crate::pair::types::FLAG_POOLS_DOWN;
+        }
+        f
     }
 
     fn note_lateness(&mut self, late: Duration) {
@@ -340,6 +476,7 @@ impl Driver {
             return self.dropped("unknown_source", from);
         }
         self.counters.received += 1;
+        self.peer_flags = hb.flags;
         let now = self.now();
         self.machine.handle_heartbeat(now, &hb);
     }
@@ -358,10 +495,11 @@ impl Driver {
     async fn request(&mut self, r: Request) {
         let now = self.now();
         match r {
+            Request::Command(Command::StepDown) => self.prepare_handover(now, Command::StepDown),
             Request::Command(c) => self.machine.handle_command(now, c),
             Request::Shutdown(done) => {
                 self.shutdown_waiters.push(done);
-                self.machine.handle_command(now, Command::Shutdown);
+                self.prepare_handover(now, Command::Shutdown);
             }
             Request::Reload(cfg, keys) => self.reload(*cfg, keys).await,
         }
@@ -437,6 +575,7 @@ impl Driver {
             seq: self.seq,
             vip_digest: wire::vip_digest(&self.cfg.pair.vips),
             name: self.cfg.node.name.clone(),
+            flags: self.own_flags(),
         };
         let pkt = wire::encode(&hb, &self.keys);
         for peer in &self.cfg.pair.peers {

@@ -854,7 +854,10 @@ async fn reload_keeps_unchanged_servers_and_their_connections() {
     // New connections go to the new server and never to the drained one
     // (whether `a` also gets some depends on how fast each hello closes).
     assert!(seen.contains("c"), "{seen:?}");
-    assert!(!seen.contains("b"), "drained server got new connections: {seen:?}");
+    assert!(
+        !seen.contains("b"),
+        "drained server got new connections: {seen:?}"
+    );
     assert_eq!(
         srv(&b, "rl", "a", &mut None).active,
         1,

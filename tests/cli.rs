@@ -42,27 +42,43 @@ fn check_accepts_the_example_configs() {
         let (code, out, err) = hapair(&["check", "-c", p.to_str().unwrap()]);
         assert_eq!(code, 0, "{f}: {err}");
         assert!(out.contains("config is valid"), "{out}");
-        assert!(out.contains("listen impala_hs2 on 0.0.0.0:21050 balance leastconn (5 servers)"), "{out}");
+        assert!(
+            out.contains("listen impala_hs2 on 0.0.0.0:21050 balance leastconn (5 servers)"),
+            "{out}"
+        );
     }
 }
 
 #[test]
 fn check_reports_every_error_with_file_line_col_and_exits_1() {
     let dir = tempfile::tempdir().unwrap();
-    let bad = GOOD
-        .replace("priority = 150", "priority = 999")
-        .replace("vips = [\"192.0.2.100/24\"]", "vips = [\"192.0.2.100/24\"]\nadvert_interval = \"soon\"");
+    let bad = GOOD.replace("priority = 150", "priority = 999").replace(
+        "vips = [\"192.0.2.100/24\"]",
+        "vips = [\"192.0.2.100/24\"]\nadvert_interval = \"soon\"",
+    );
     let p = write(dir.path(), "bad.toml", &bad);
     let (code, _out, err) = hapair(&["check", "-c", &p]);
     assert_eq!(code, 1);
-    assert!(err.contains(&format!("{p}:3:12: priority = 999 is out of range 1..=254")), "{err}");
-    assert!(err.contains(&format!("{p}:11:19: advert_interval: `soon` is not a duration")), "{err}");
+    assert!(
+        err.contains(&format!("{p}:3:12: priority = 999 is out of range 1..=254")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "{p}:11:19: advert_interval: `soon` is not a duration"
+        )),
+        "{err}"
+    );
 }
 
 #[test]
 fn check_reports_toml_syntax_errors_with_position() {
     let dir = tempfile::tempdir().unwrap();
-    let p = write(dir.path(), "syntax.toml", "[node]\nname = \"x\"\npriority = = 3\n");
+    let p = write(
+        dir.path(),
+        "syntax.toml",
+        "[node]\nname = \"x\"\npriority = = 3\n",
+    );
     let (code, _, err) = hapair(&["check", "-c", &p]);
     assert_eq!(code, 1);
     assert!(err.starts_with(&format!("{p}:3:")), "{err}");
@@ -71,7 +87,11 @@ fn check_reports_toml_syntax_errors_with_position() {
 #[test]
 fn run_refuses_a_bad_config_with_exit_64() {
     let dir = tempfile::tempdir().unwrap();
-    let p = write(dir.path(), "bad.toml", &GOOD.replace("router_id = 51", "router_id = 51\nbogus = true"));
+    let p = write(
+        dir.path(),
+        "bad.toml",
+        &GOOD.replace("router_id = 51", "router_id = 51\nbogus = true"),
+    );
     let (code, _, err) = hapair(&["run", "-c", &p]);
     assert_eq!(code, 64, "{err}");
     assert!(err.contains(":8:1: unknown field `bogus`"), "{err}");

@@ -286,6 +286,7 @@ fn forged_and_replayed_heartbeats_change_nothing_and_are_counted() {
         seq: 1,
         vip_digest: [0; 8],
         name: "proxy2".into(),
+        flags: 0,
     };
     let wrong = KeyRing::from_keys([(0u8, vec![0x42; 32])]).unwrap();
     send_from_client(&l, wire::encode(&forged, &wrong));

@@ -152,6 +152,8 @@ struct Inner {
     pair: PairHandle,
     /// Snapshot and drain/enable/disable of the balancer.
     balancer: Balancer,
+    /// Snapshot and restart of the supervised services.
+    supervisor: crate::supervisor::Supervisor,
     /// Read for the page; control actions are recorded here too.
     events: EventLog,
     token: Token,
@@ -162,6 +164,7 @@ impl Admin {
         node: String,
         pair: PairHandle,
         balancer: Balancer,
+        supervisor: crate::supervisor::Supervisor,
         events: EventLog,
         token: Token,
     ) -> Admin {
@@ -173,6 +176,7 @@ impl Admin {
                 node,
                 pair,
                 balancer,
+                supervisor,
                 events,
                 token,
             }),
@@ -194,7 +198,12 @@ impl Admin {
             now_ms: crate::events::unix_ms(),
             pair,
             listeners: i.balancer.snapshot().listeners,
-            services: Vec::new(),
+            services: i
+                .supervisor
+                .snapshot()
+                .iter()
+                .filter_map(|sv| serde_json::to_value(sv).ok())
+                .collect(),
             control_enabled: i.token.is_enabled(),
             events: i.events.last(status::EVENTS),
         }
@@ -281,10 +290,20 @@ impl Admin {
             }
             "restart" => match req.param("service").filter(|s| !s.is_empty()) {
                 None => Err((400, "restart needs ?service=NAME".to_string())),
-                Some(s) => Err((
-                    404,
-                    format!("no such service: {s:?} (no services are supervised)"),
-                )),
+                Some(s) if !i.supervisor.snapshot().iter().any(|sv| sv.name == s) => {
+                    Err((404, format!("no such service: {s:?}")))
+                }
+                Some(s) => {
+                    // Answer now; the restart (stop, then start) runs on.
+                    let sup = i.supervisor.clone();
+                    let name = s.to_string();
+                    tokio::spawn(async move {
+                        if let Err(e) = sup.restart(&name).await {
+                            warn!(service = %name, "restart failed: {e}");
+                        }
+                    });
+                    Ok(format!("restarting service {s}"))
+                }
             },
             _ => Err((
                 404,

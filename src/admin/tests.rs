@@ -70,6 +70,11 @@ async fn fixture(token: Token) -> Fixture {
         "proxy1".into(),
         pair,
         balancer.clone(),
+        crate::supervisor::Supervisor::start(
+            vec![],
+            tokio::sync::watch::channel(false).1,
+            EventLog::default(),
+        ),
         EventLog::default(),
         token,
     );

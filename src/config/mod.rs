@@ -23,6 +23,7 @@ pub struct Config {
     pub node: NodeConfig,
     pub pair: PairConfig,
     pub listen: Vec<crate::balancer::config::ListenConfig>,
+    pub services: Vec<crate::supervisor::config::ServiceConfig>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -32,6 +33,8 @@ struct RawConfig {
     pair: Spanned<pair::RawPair>,
     #[serde(default)]
     listen: Vec<crate::balancer::config::RawListen>,
+    #[serde(default)]
+    service: Vec<crate::supervisor::config::RawService>,
 }
 
 /// How strictly to check things that depend on the host we run on
@@ -77,6 +80,17 @@ pub fn parse(path: &Path, text: &str, host: Host) -> Result<Loaded, Diags> {
             vec![]
         }
     };
+    // `user` must exist where the services run; elsewhere it is not checked.
+    let services = match crate::supervisor::config::validate_all(&raw.service, host == Host::Strict)
+    {
+        Ok(s) => s,
+        Err(errs) => {
+            for (span, msg) in errs {
+                d.error(span, msg);
+            }
+            vec![]
+        }
+    };
     if d.has_errors() {
         return Err(d);
     }
@@ -90,6 +104,7 @@ pub fn parse(path: &Path, text: &str, host: Host) -> Result<Loaded, Diags> {
             node,
             pair,
             listen,
+            services,
         },
         warnings,
     })
@@ -157,6 +172,9 @@ impl Config {
                 l.balance.as_str(),
                 l.servers.len()
             );
+        }
+        for sv in &self.services {
+            s += &format!("service {} ({:?})\n", sv.name, sv.run);
         }
         s
     }

@@ -264,6 +264,7 @@ impl Sim {
                         seq: self.nodes[i].seq,
                         vip_digest: cfg.vip_digest,
                         name: cfg.name.clone(),
+                        flags: 0,
                     };
                     self.sent += 1;
                     let lost = self.loss_every > 0 && self.sent % self.loss_every == 0;

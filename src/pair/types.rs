@@ -114,4 +114,12 @@ pub struct Heartbeat {
     pub vip_digest: [u8; 8],
     /// Node name, for logs (at most 64 bytes of UTF-8).
     pub name: String,
+    /// `FLAG_*` bits: facts the driver shares that the election does not use.
+    pub flags: u8,
 }
+
+/// The sender runs its `run = "master"` services (catalogd): the new master
+/// starts its copy only once this is clear, so there are never two.
+pub const FLAG_SERVICES_ACTIVE: u8 = 0x01;
+/// Every balancer pool of the sender has no healthy server.
+pub const FLAG_POOLS_DOWN: u8 = 0x02;

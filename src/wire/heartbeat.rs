@@ -10,7 +10,7 @@
 //!   0x04     1   router_id
 //!   0x05     1   priority
 //!   0x06     1   role (Role::to_wire)
-//!   0x07     1   flags: none defined, sent as 0x00, ignored on receive
+//!   0x07     1   flags: 0x01 master-only services running, 0x02 every pool down
 //!   0x08     4   advert_interval_ms
 //!   0x0c     1   key_id: the key the MAC was made with
 //!   0x0d     1   address family: 0x04 (IPv4) or 0x06 (IPv6)
@@ -377,7 +377,7 @@ pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(hb: &Heartbeat, key: &Key, packet: &mu
     packet.set_router_id(hb.router_id);
     packet.set_priority(hb.priority);
     packet.set_role(hb.role.to_wire());
-    packet.set_flags(0x00);
+    packet.set_flags(hb.flags);
     packet.set_advert_interval_ms(hb.advert_interval_ms);
     packet.set_key_id(key.id);
     // `wire_name` keeps the name within MAX_NAME_LEN (0x40), so it fits a byte.
@@ -442,6 +442,7 @@ pub fn parse<T: AsRef<[u8]>>(packet: &Packet<T>) -> Result<Heartbeat, DropReason
         seq: packet.seq(),
         vip_digest: packet.vip_digest(),
         name,
+        flags: packet.flags(),
     })
 }
 
@@ -583,6 +584,7 @@ mod tests {
             seq: 42,
             vip_digest: vip_digest(&["192.0.2.100/24".parse().unwrap()]),
             name: "proxy1".into(),
+            flags: 0,
         }
     }
 
@@ -756,7 +758,8 @@ mod tests {
             decode(&bad_utf8, &keys, 51),
             Err(DropReason::Malformed("name is not UTF-8"))
         );
-        // Flags and the reserved byte are ignored (but covered by the MAC).
+        // Flags are carried as they are; the reserved byte is ignored (both
+        // are covered by the MAC).
         let flagged = forge(
             |p| {
                 p.set_flags(0x80);
@@ -764,7 +767,9 @@ mod tests {
             },
             0,
         );
-        assert_eq!(decode(&flagged, &keys, 51), Ok(sample()));
+        let mut want = sample();
+        want.flags = 0x80;
+        assert_eq!(decode(&flagged, &keys, 51), Ok(want));
     }
 
     #[test]
@@ -884,11 +889,12 @@ mod tests {
                 any::<u64>(),
                 any::<[u8; 8]>(),
                 "\\PC{0,20}".prop_map(|s| wire_name(&s).to_owned()),
+                any::<u8>(),
             ),
         )
             .prop_map(
                 |((kind, router_id, priority, role, advert_interval_ms), rest)| {
-                    let (addr, epoch, seq, vip_digest, name) = rest;
+                    let (addr, epoch, seq, vip_digest, name, flags) = rest;
                     Heartbeat {
                         kind,
                         router_id,
@@ -900,6 +906,7 @@ mod tests {
                         seq,
                         vip_digest,
                         name,
+                        flags,
                     }
                 },
             )
