@@ -266,9 +266,14 @@ async fn toggling_the_gate_never_leaves_two_catalogds() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_loop_backs_off_and_lowers_the_priority() {
-    let text = standin("crashy", "catalogd", "--crash-after 50ms", "weight = -100");
+    let text = standin(
+        "crashy",
+        "catalogd",
+        "--crash-after 50ms",
+        "weight = -100\nrun = \"master\"",
+    );
     let events = EventLog::default();
-    let (_gate_tx, gate) = watch::channel(true);
+    let (gate_tx, gate) = watch::channel(true);
     let sup = Supervisor::start(parse(&text), gate, events.clone());
     let mut weight = sup.weight();
     let t0 = Instant::now();
@@ -321,8 +326,25 @@ async fn crash_loop_backs_off_and_lowers_the_priority() {
     let r = row(&sup, "crashy");
     assert_eq!(r.last_exit.as_deref(), Some("exit code 1"));
     assert!(r.restarts >= 3 && r.failing);
+    // Closing the gate stops it, but the failure is remembered: this node
+    // must not preempt back into the same crash loop.
+    gate_tx.send(false).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(row(&sup, "crashy").state, ServiceState::Stopped);
+    assert_eq!(
+        *weight.borrow(),
+        -100,
+        "a stopped crash-looper still counts"
+    );
+    // An operator's restart clears it.
+    assert!(sup.restart("crashy").await.is_err(), "not running here");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        *weight.borrow(),
+        0,
+        "restart cleared the remembered failure"
+    );
     sup.shutdown().await;
-    assert_eq!(*weight.borrow(), 0, "a stopped service does not count");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

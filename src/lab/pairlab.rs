@@ -48,6 +48,10 @@ pub struct LabOptions {
     /// Run a stand-in service on each proxy at SERVICE_PORT that answers with
     /// its proxy's name.
     pub service: bool,
+    /// Supervise stand-in statestored (always) and catalogd (master only).
+    pub impala_services: bool,
+    /// Extra arguments for node i's catalogd stand-in (e.g. `--crash-after 10ms`).
+    pub catalogd_args: [Vec<String>; 2],
 }
 
 impl Default for LabOptions {
@@ -58,6 +62,8 @@ impl Default for LabOptions {
             priorities: [150, 100],
             witness: false,
             service: true,
+            impala_services: false,
+            catalogd_args: [vec![], vec![]],
         }
     }
 }
@@ -150,6 +156,36 @@ impl PairLab {
         } else {
             String::new()
         };
+        let services = if self.opts.impala_services {
+            self.services_text(i)
+        } else {
+            String::new()
+        };
+        let pair = self.pair_text(i, &witness);
+        pair + &services
+    }
+
+    /// statestored runs on both nodes (warm); catalogd only on the master.
+    fn services_text(&self, i: usize) -> String {
+        let bin = self.bin.display();
+        let q = |v: &[String]| v.iter().map(|a| format!(", \"{a}\"")).collect::<String>();
+        format!(
+            "\n[[service]]\nname = \"statestored\"\n\
+             command = [\"{bin}\", \"lab\", \"standin\", \"statestored\", \"--name\", \"{n}-statestored\", \"--listen\", \"127.0.0.1:24000\", \"--web\", \"127.0.0.1:25010\"]\n\
+             run = \"always\"\n\
+             check = {{ type = \"http\", url = \"http://127.0.0.1:25010/healthz\", interval = \"200ms\", fall = 2 }}\n\
+             weight = -100\n\n\
+             [[service]]\nname = \"catalogd\"\n\
+             command = [\"{bin}\", \"lab\", \"standin\", \"catalogd\", \"--name\", \"{n}-catalogd\", \"--listen\", \"127.0.0.1:26000\", \"--web\", \"127.0.0.1:25020\"{extra}]\n\
+             run = \"master\"\nafter = [\"statestored\"]\n\
+             check = {{ type = \"http\", url = \"http://127.0.0.1:25020/healthz\", interval = \"200ms\", fall = 2 }}\n\
+             stop_timeout = \"2s\"\nweight = -100\n",
+            n = NAMES[i],
+            extra = q(&self.opts.catalogd_args[i]),
+        )
+    }
+
+    fn pair_text(&self, i: usize, witness: &str) -> String {
         format!(
             "[node]\nname = \"{name}\"\npriority = {prio}\nadmin = \"127.0.0.1:9180\"\n\n\
              [pair]\ninterface = \"{IFACE}\"\nrouter_id = 51\npeer = \"{peer}\"\n\

@@ -99,10 +99,11 @@ impl Task {
                     if let Some(Some(r)) = forced.take() {
                         let _ = r.send(Err(SupervisorError::NotRunningHere(self.name.clone())));
                     }
-                    self.set(|r| {
-                        r.state = ServiceState::Stopped;
-                        r.failing = false;
-                    });
+                    // `failing` is kept: a service that was failing when the gate
+                    // closed still counts (its weight keeps this node from
+                    // preempting back into the same crash loop) until it runs
+                    // healthy again or an operator restarts it.
+                    self.set(|r| r.state = ServiceState::Stopped);
                 }
                 let due = not_before.map_or(true, |t| t <= Instant::now());
                 if (d == Desired::Run && due)
@@ -117,6 +118,8 @@ impl Task {
                         None => return,
                         Some(Cmd::Restart(reply)) => {
                             if matches!(d, Desired::Stop | Desired::Keep) {
+                                // The operator's restart clears a remembered failure.
+                                self.set(|r| r.failing = false);
                                 let _ = reply.send(Err(SupervisorError::NotRunningHere(self.name.clone())));
                             } else {
                                 forced = Some(Some(reply));
@@ -296,7 +299,6 @@ impl Task {
                 r.state = ServiceState::Stopped;
                 r.pid = None;
                 r.active = None;
-                r.failing = false;
             });
         } else {
             self.set(|r| r.active = None);
