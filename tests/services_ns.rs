@@ -40,8 +40,8 @@ fn pids(tag: &str) -> Vec<u32> {
             continue;
         };
         let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
-        let is_standin = args.iter().any(|a| *a == b"standin");
-        if is_standin && args.iter().any(|a| *a == tag.as_bytes()) {
+        let is_standin = args.contains(&&b"standin"[..]);
+        if is_standin && args.contains(&tag.as_bytes()) {
             // Zombies are not running.
             let st = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
             if !st.contains(") Z ") {
