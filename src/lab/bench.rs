@@ -7,8 +7,10 @@
 //!
 //! 1. settle: proxy1 alone holds the VIP and ten connects in a row are served by proxy1;
 //! 2. a fresh client connect loop (10 ms connect timeout, 2 ms pause) and GARP sniffer start;
-//! 3. after 300 ms the fault is injected on proxy1 at `t0`: the cable pulled at the switch,
-//!    SIGKILL of the daemon, or SIGTERM;
+//! 3. after 300 ms plus a random fraction of one advert interval (so the fault lands at a
+//!    random phase of the advert cycle, not always at the same offset after the settle) the
+//!    fault is injected on proxy1 at `t0`: the cable pulled at the switch, SIGKILL of the
+//!    daemon, or SIGTERM;
 //! 4. the run ends 500 ms after proxy2 holds the VIP (bounded);
 //! 5. proxy1 is restored (cable plugged, daemon restarted) and the next trial settles first.
 //!
@@ -265,7 +267,12 @@ pub fn run(what: &str, opts: BenchOpts) -> anyhow::Result<()> {
             "scenarios": scenarios,
             "keepalived_version": keepalived_version(),
             "loadavg": {"before": load_before, "after": loadavg()},
-            "client": {"connect_timeout_ms": 10, "pause_ms": 2, "pre_roll_ms": PRE_ROLL.as_millis() as u64},
+            "client": {
+                "connect_timeout_ms": 10,
+                "pause_ms": 2,
+                "pre_roll_ms": PRE_ROLL.as_millis() as u64,
+                "fault_phase": "uniform in [0, advert interval) after the pre-roll",
+            },
             "variants": results,
             "ratios": ratios(&results, &scenarios),
         });
@@ -362,6 +369,8 @@ struct Bed {
     daemon: Daemon,
     /// How long proxy2 may take to hold the VIP after a fault.
     takeover_limit: Duration,
+    /// The variant's advert interval: the range of the random phase of each fault.
+    advert: Duration,
     lab: PairLab,
 }
 
@@ -383,6 +392,7 @@ impl Bed {
             ka_starts: 0,
             daemon: v.daemon.clone(),
             takeover_limit: (v.advert * 4 + Duration::from_secs(2)).max(Duration::from_secs(5)),
+            advert: v.advert,
             lab,
         };
         bed.start(0)?;
@@ -505,7 +515,7 @@ fn trial(bed: &mut Bed, s: Scenario) -> anyhow::Result<Trial> {
         .parse()
         .map_err(|e: String| anyhow::anyhow!(e))?;
     let run = bed.lab.start_client()?;
-    std::thread::sleep(PRE_ROLL);
+    std::thread::sleep(PRE_ROLL + random_below(bed.advert));
     bed.lab
         .note("lab", EventKind::DrillStart(s.name().to_string()));
     let t0 = bed.lab.now_ms();
@@ -569,6 +579,16 @@ fn analyse(
             .map(|g| g.at_ms - t0),
         vip_on_backup_ms,
     }
+}
+
+/// A uniformly random duration in `[0, d)` (0 if the OS has no randomness to give).
+fn random_below(d: Duration) -> Duration {
+    let mut b = [0u8; 8];
+    if getrandom::getrandom(&mut b).is_err() || d.is_zero() {
+        return Duration::ZERO;
+    }
+    let micros = d.as_micros().max(1) as u64;
+    Duration::from_micros(u64::from_le_bytes(b) % micros)
 }
 
 fn median(v: &[f64]) -> Option<f64> {
@@ -797,6 +817,13 @@ mod tests {
         let t = analyse(&a, &[], 1000.0, Mac::default(), None);
         assert_eq!(t.outage_ms, 0.0);
         assert_eq!(t.takeover_ms, None);
+    }
+
+    #[test]
+    fn random_phase_stays_below_the_interval() {
+        let d = Duration::from_millis(100);
+        assert!((0..100).all(|_| random_below(d) < d));
+        assert_eq!(random_below(Duration::ZERO), Duration::ZERO);
     }
 
     #[test]
