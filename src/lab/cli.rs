@@ -32,6 +32,16 @@ pub enum LabCmd {
         /// Trials per scenario.
         #[arg(long, default_value_t = 5)]
         trials: usize,
+        /// Scenarios to run (default: all).
+        #[arg(long, value_delimiter = ',')]
+        scenarios: Vec<super::bench::Scenario>,
+        /// Daemon variants to run: hapair, hapair-tuned, keepalived-v3, keepalived-v2
+        /// (default: all).
+        #[arg(long, value_delimiter = ',')]
+        daemons: Vec<String>,
+        /// Write bench-failover.json into this directory.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// A stand-in Impala daemon (used by the lab and the tests).
     #[command(hide = true)]
@@ -46,7 +56,21 @@ pub fn run(cmd: LabCmd) -> ExitCode {
             print!("{}", t.render_summary());
         }),
         LabCmd::Drill { out, pair } => drill_to_files(&out, &pair),
-        LabCmd::Bench { what, trials } => super::bench::run(&what, trials),
+        LabCmd::Bench {
+            what,
+            trials,
+            scenarios,
+            daemons,
+            out,
+        } => super::bench::run(
+            &what,
+            super::bench::BenchOpts {
+                trials,
+                scenarios,
+                daemons,
+                out,
+            },
+        ),
         LabCmd::Standin(opts) => standin(opts),
     };
     match r {
