@@ -163,7 +163,9 @@ async fn serve(path: PathBuf, cfg: config::Config, keys: KeyRing) -> ExitCode {
     drop(pair);
     let _ = tokio::task::spawn_blocking(move || pair_thread.join()).await;
     supervisor.shutdown().await;
-    balancer.shutdown(Duration::from_secs(5)).await;
+    // Connections through this node end when the VIP moves; a short drain
+    // serves those that reached our own address.
+    balancer.shutdown(Duration::from_secs(2)).await;
     info!("stopped");
     ExitCode::SUCCESS
 }

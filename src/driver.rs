@@ -103,8 +103,7 @@ impl Links {
     }
 }
 
-/// How long every pool must have been down before this node gives way to a
-/// peer whose pools are healthy: checks start down, so not at start-up.
+/// How long a master's pools must all be down before it gives way.
 const POOLS_DOWN_GRACE: Duration = Duration::from_secs(2);
 /// The weight that makes a node with no healthy backend lose to any healthy peer.
 const POOLS_DOWN_WEIGHT: i32 = -254;
@@ -191,6 +190,8 @@ struct Driver {
     pending: Option<(Command, Instant)>,
     /// Since when every pool has had no healthy server.
     pools_down_since: Option<Instant>,
+    /// Shutdown has started: master-only services stay stopped.
+    stopping: bool,
 }
 
 /// Settings for the pure machine from the config.
@@ -306,6 +307,7 @@ impl Driver {
             peer_flags: 0,
             pending: None,
             pools_down_since: None,
+            stopping: false,
             cfg,
         })
     }
@@ -395,21 +397,39 @@ impl Driver {
         }
         let peer_runs = self.machine.peer_alive(now)
             && self.peer_flags & crate::pair::types::FLAG_SERVICES_ACTIVE != 0;
-        let open = self.machine.role() == Role::Master && self.pending.is_none() && !peer_runs;
+        // Closed while a handover is being prepared or is under way, and for
+        // good once shutdown starts: the peer starts its copy after ours stops.
+        let open = self.machine.role() == Role::Master
+            && self.pending.is_none()
+            && !self.machine.handover_pending()
+            && !self.stopping
+            && !peer_runs;
         self.links
             .gate
             .send_if_modified(|g| std::mem::replace(g, open) != open);
 
+        self.update_weight(false);
+    }
+
+    /// Feed the machine the sum of failing-service weights and the pools
+    /// penalty. `peer_heard`: a heartbeat from the peer is being handled.
+    fn update_weight(&mut self, peer_heard: bool) {
+        let now = self.now();
         let services = *self.links.service_weight.borrow();
-        let weight = services + self.pools_weight(now);
+        let weight = services + self.pools_weight(now, peer_heard);
         if weight != self.machine.weight() {
             info!(weight, "effective priority weight changed");
             self.machine.handle_command(now, Command::SetWeight(weight));
         }
     }
 
-    /// Every pool down here, for a while, and not on the live peer: give way.
-    fn pools_weight(&mut self, now: Duration) -> i32 {
+    /// Every pool here has no healthy server (or none checked yet, right
+    /// after a start), while the live peer's pools are fine: give way.
+    /// A backup gives way at once, so a restarted or reconnected node does not
+    /// preempt before its backends pass their checks. A master gives way after
+    /// `POOLS_DOWN_GRACE`, so two nodes whose first checks finish a few ms
+    /// apart do not trade the VIP at start-up.
+    fn pools_weight(&mut self, now: Duration, peer_heard: bool) -> i32 {
         let down = self
             .links
             .balancer
@@ -420,12 +440,13 @@ impl Driver {
             (true, None) => self.pools_down_since = Some(Instant::now()),
             _ => {}
         }
+        let peer_ok = (peer_heard || self.machine.peer_alive(now))
+            && self.peer_flags & crate::pair::types::FLAG_POOLS_DOWN == 0;
         let long = self
             .pools_down_since
             .is_some_and(|t| t.elapsed() >= POOLS_DOWN_GRACE);
-        let peer_ok = self.machine.peer_alive(now)
-            && self.peer_flags & crate::pair::types::FLAG_POOLS_DOWN == 0;
-        if long && peer_ok {
+        let master = self.machine.role() == Role::Master;
+        if down && peer_ok && (!master || long) {
             POOLS_DOWN_WEIGHT
         } else {
             0
@@ -477,6 +498,10 @@ impl Driver {
         }
         self.counters.received += 1;
         self.peer_flags = hb.flags;
+        // Apply what this packet says about the peer's pools before the
+        // machine decides on it (a reconnecting node must not preempt with
+        // no healthy backend).
+        self.update_weight(true);
         let now = self.now();
         self.machine.handle_heartbeat(now, &hb);
     }
@@ -498,6 +523,7 @@ impl Driver {
             Request::Command(Command::StepDown) => self.prepare_handover(now, Command::StepDown),
             Request::Command(c) => self.machine.handle_command(now, c),
             Request::Shutdown(done) => {
+                self.stopping = true;
                 self.shutdown_waiters.push(done);
                 self.prepare_handover(now, Command::Shutdown);
             }

@@ -103,9 +103,13 @@ fn admin_target(a: &AdminArgs) -> Option<hapair::admin::client::Target> {
 }
 
 fn init_logs(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("HAPAIR_LOG").unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("info,netlink_packet_route=error,netlink_proto=error")
-    });
+    // netlink-packet-route warns every second about kernel attributes newer
+    // than it knows; that is noise, whatever HAPAIR_LOG says.
+    let base = std::env::var("HAPAIR_LOG").unwrap_or_else(|_| "info".into());
+    let filter = tracing_subscriber::EnvFilter::try_new(format!(
+        "{base},netlink_packet_route=error,netlink_proto=error"
+    ))
+    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

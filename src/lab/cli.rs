@@ -94,7 +94,11 @@ fn me() -> anyhow::Result<PathBuf> {
 }
 
 pub fn demo() -> anyhow::Result<Timeline> {
-    run_drills(&me()?, LabOptions::default(), true)
+    let opts = LabOptions {
+        full_stack: true,
+        ..LabOptions::default()
+    };
+    run_drills(&me()?, opts, true)
 }
 
 fn drill_to_files(out: &std::path::Path, pair: &str) -> anyhow::Result<()> {
@@ -184,7 +188,7 @@ pub fn run_drills(
             "lab",
             EventKind::DrillStart("step-down (SIGTERM) proxy1".into()),
         );
-        lab_ref.terminate(0, Duration::from_secs(5))?;
+        lab_ref.terminate(0, Duration::from_secs(10))?;
         std::thread::sleep(Duration::from_millis(1000));
         lab_ref.note(
             "lab",

@@ -33,6 +33,8 @@ pub const CLIENT: &str = "192.0.2.50";
 pub const PROXY: [&str; 2] = ["192.0.2.11", "192.0.2.12"];
 pub const NAMES: [&str; 2] = ["proxy1", "proxy2"];
 pub const SERVICE_PORT: u16 = 21050;
+/// Stand-in impalad coordinators behind the balancer (full-stack labs).
+pub const IMPALADS: [(&str, &str); 2] = [("impala1", "192.0.2.61"), ("impala2", "192.0.2.62")];
 pub const IFACE: &str = "eth1";
 
 /// Knobs of one lab run.
@@ -52,6 +54,11 @@ pub struct LabOptions {
     pub impala_services: bool,
     /// Extra arguments for node i's catalogd stand-in (e.g. `--crash-after 10ms`).
     pub catalogd_args: [Vec<String>; 2],
+    /// The whole deployment: two stand-in impalads on their own hosts behind
+    /// hapair's balancer (`[[listen]]` on :21050 on both proxies), plus the
+    /// supervised statestored and catalogd. The client's banner then names
+    /// the impalad that answered.
+    pub full_stack: bool,
 }
 
 impl Default for LabOptions {
@@ -64,6 +71,7 @@ impl Default for LabOptions {
             service: true,
             impala_services: false,
             catalogd_args: [vec![], vec![]],
+            full_stack: false,
         }
     }
 }
@@ -92,6 +100,8 @@ pub struct PairLab {
     pub proxies: [Netns; 2],
     pub client: Netns,
     pub witness: Option<Netns>,
+    /// Stand-in impalad hosts (full-stack labs).
+    pub impalads: Vec<Netns>,
     /// Switch-side ports ("cables") of proxy1, proxy2, client, witness.
     pub ports: [String; 2],
     pub client_port: String,
@@ -116,6 +126,14 @@ impl PairLab {
         } else {
             (None, None)
         };
+        let mut impalads = vec![];
+        if opts.full_stack {
+            for (i, (_, addr)) in IMPALADS.iter().enumerate() {
+                let h = lab.host(&format!("i{}", i + 1))?;
+                lab.attach(&h, IFACE, &[&format!("{addr}/24")])?;
+                impalads.push(h);
+            }
+        }
         let dir = tempfile::Builder::new().prefix("hapair-lab").tempdir()?;
         let key = dir.path().join("pair.key");
         crate::wire::keygen(&key).context("write the lab's pair key")?;
@@ -131,6 +149,7 @@ impl PairLab {
             proxies: [p1, p2],
             client,
             witness,
+            impalads,
             ports: [port1, port2],
             client_port,
             witness_port,
@@ -140,9 +159,13 @@ impl PairLab {
         for i in 0..2 {
             std::fs::write(lab.config_path(i), lab.config_text(i))?;
         }
-        if lab.opts.service {
-            lab.services = lab.start_services()?;
+        let mut hosts: Vec<(&Netns, &str)> = vec![];
+        if lab.opts.full_stack {
+            hosts.extend(lab.impalads.iter().zip(IMPALADS.iter().map(|x| x.0)));
+        } else if lab.opts.service {
+            hosts.extend(lab.proxies.iter().zip(NAMES));
         }
+        lab.services = lab.start_standins(&hosts)?;
         Ok(lab)
     }
 
@@ -156,11 +179,14 @@ impl PairLab {
         } else {
             String::new()
         };
-        let services = if self.opts.impala_services {
+        let mut services = if self.opts.impala_services || self.opts.full_stack {
             self.services_text(i)
         } else {
             String::new()
         };
+        if self.opts.full_stack {
+            services += &listen_text();
+        }
         let pair = self.pair_text(i, &witness);
         pair + &services
     }
@@ -210,12 +236,15 @@ impl PairLab {
             .push(at, source, kind);
     }
 
-    /// The stand-in TCP service on both proxies: banner = proxy name, then echo.
+    /// Stand-in impalads (banner = `name`, then echo; /healthz on :25000) as
+    /// threads inside the given namespaces.
     #[allow(clippy::type_complexity)]
-    fn start_services(&self) -> anyhow::Result<Vec<(Arc<AtomicBool>, JoinHandle<()>)>> {
-        // Services run as threads inside each proxy namespace.
+    fn start_standins(
+        &self,
+        hosts: &[(&Netns, &str)],
+    ) -> anyhow::Result<Vec<(Arc<AtomicBool>, JoinHandle<()>)>> {
         let mut svcs = vec![];
-        for (ns, name) in self.proxies.iter().zip(NAMES) {
+        for &(ns, name) in hosts {
             let stop = Arc::new(AtomicBool::new(false));
             let stop2 = stop.clone();
             let mut opts = StandinOpts::new(StandinRole::Impalad);
@@ -307,6 +336,25 @@ impl PairLab {
                             to: to.to_string(),
                         },
                     );
+                }
+                // Service promotions and demotions belong on the timeline too.
+                let service = fields.get("service").and_then(|x| x.as_str());
+                let target = v.get("target").and_then(|x| x.as_str()).unwrap_or("");
+                if let (Some(svc), true) = (service, target.starts_with("hapair::supervisor")) {
+                    let what = if message.starts_with("started") {
+                        Some("started")
+                    } else if message.starts_with("stopping") {
+                        Some("stopping")
+                    } else {
+                        None
+                    };
+                    if let Some(what) = what {
+                        timeline.lock().unwrap_or_else(|p| p.into_inner()).push(
+                            at_ms,
+                            NAMES[i],
+                            EventKind::Note(format!("{svc} {what}")),
+                        );
+                    }
                 }
                 logs.lock()
                     .unwrap_or_else(|p| p.into_inner())
@@ -501,6 +549,21 @@ impl PairLab {
             .unwrap_or_else(|p| p.into_inner())
             .clone()
     }
+}
+
+/// hapair's balancer in front of the stand-in impalads, as users configure HS2.
+fn listen_text() -> String {
+    let servers: Vec<String> = IMPALADS
+        .iter()
+        .map(|(n, a)| format!("{{ name = \"{n}\", addr = \"{a}:{SERVICE_PORT}\" }}"))
+        .collect();
+    format!(
+        "\n[[listen]]\nname = \"impala_hs2\"\nbind = \"0.0.0.0:{SERVICE_PORT}\"\nbalance = \"leastconn\"\n\
+         connect_timeout = \"200ms\"\n\
+         check = {{ type = \"http\", port = 25000, path = \"/healthz\", interval = \"500ms\", timeout = \"300ms\", fall = 2, rise = 1 }}\n\
+         servers = [{}]\n",
+        servers.join(", ")
+    )
 }
 
 impl Drop for PairLab {

@@ -216,10 +216,16 @@ impl Timeline {
         while i < self.events.len() {
             let e = &self.events[i];
             let mut j = i + 1;
+            // Runs of successes collapse whichever host answered (a balancer
+            // alternates them); runs of failures collapse by reason.
+            let same = |a: &EventKind, b: &EventKind| match (a, b) {
+                (EventKind::ConnectOk { .. }, EventKind::ConnectOk { .. }) => true,
+                _ => a == b,
+            };
             if is_connect(&e.kind) {
                 while j < self.events.len()
                     && self.events[j].source == e.source
-                    && self.events[j].kind == e.kind
+                    && same(&self.events[j].kind, &e.kind)
                 {
                     j += 1;
                 }
@@ -228,8 +234,22 @@ impl Timeline {
             let text = if n > 1 {
                 let until = self.events[j - 1].at_ms;
                 match &e.kind {
-                    EventKind::ConnectOk { host } => {
-                        format!("{n} connects ok{} (until {until:.1})", via(host))
+                    EventKind::ConnectOk { .. } => {
+                        let mut hosts: Vec<&str> = self.events[i..j]
+                            .iter()
+                            .filter_map(|x| match &x.kind {
+                                EventKind::ConnectOk { host } => host.as_deref(),
+                                _ => None,
+                            })
+                            .collect();
+                        hosts.sort_unstable();
+                        hosts.dedup();
+                        let via = if hosts.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" via {}", hosts.join(", "))
+                        };
+                        format!("{n} connects ok{via} (until {until:.1})")
                     }
                     EventKind::ConnectFail { reason } => {
                         format!("{n} connects failed: {reason} (until {until:.1})")
