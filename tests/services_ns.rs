@@ -3,7 +3,7 @@
 //! Root only (CI is root); with CI=true a skip is a failure.
 
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hapair::lab::netns::require_root;
 use hapair::lab::pairlab::{LabOptions, PairLab};
@@ -102,18 +102,16 @@ fn link_down_failover_runs_catalogd_on_the_new_master_within_1s() {
     let l = lab(opts());
     assert!(l.wait_for(Duration::from_secs(5), |l| catalogd_healthy(l, 0)));
     l.set_link(0, false).unwrap();
-    assert!(l.wait_for(Duration::from_secs(2), |l| l.holds_vip(1)));
-    let claimed = Instant::now();
     assert!(
         l.wait_for(Duration::from_secs(3), |l| catalogd_healthy(l, 1)),
         "catalogd healthy on proxy2"
     );
-    let took = claimed.elapsed();
-    println!(
-        "VIP claimed -> catalogd healthy on the new master: {} ms",
-        took.as_millis()
-    );
-    assert!(took < Duration::from_secs(1), "took {took:?}");
+    let healthy_ms = l.now_ms();
+    // When proxy2 took the role (and the VIP), from its own log.
+    let claimed_ms = l.log_lines(1, "role backup => master")[0].at_ms;
+    let took = healthy_ms - claimed_ms;
+    println!("VIP claimed -> catalogd healthy on the new master: {took:.0} ms (healthz polled every ~10 ms)");
+    assert!(took < 1000.0, "took {took} ms");
     // The cut-off node stopped its copy: it is in fault, not master.
     assert!(
         l.wait_for(Duration::from_secs(3), |_| catalogds() == (0, 1)),
