@@ -418,3 +418,54 @@ fn namespaces_are_gone_after_a_lab() {
     );
     let _ = VIP;
 }
+
+#[test]
+fn a_flood_of_bad_heartbeats_causes_no_false_failover() {
+    if !require_root("flood") {
+        return;
+    }
+    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let l = settled(LabOptions::default());
+    let wrong = KeyRing::from_keys([(0u8, vec![0x42; 32])]).unwrap();
+    let forged = Heartbeat {
+        kind: Kind::Advert,
+        router_id: 51,
+        priority: 254,
+        role: Role::Master,
+        advert_interval_ms: 100,
+        addr: PROXY[1].parse().unwrap(),
+        epoch: 1,
+        seq: 1,
+        vip_digest: [0; 8],
+        name: "flood".into(),
+        flags: 0,
+    };
+    let pkt = wire::encode(&forged, &wrong);
+    // Both proxies flooded from the client for 3 s (bounded count).
+    let sent = l
+        .client
+        .in_ns(move || {
+            let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+            let targets: Vec<SocketAddr> = PROXY
+                .iter()
+                .map(|p| format!("{p}:5405").parse().unwrap())
+                .collect();
+            let until = Instant::now() + Duration::from_secs(3);
+            let mut n = 0u64;
+            while Instant::now() < until && n < 300_000 {
+                for t in &targets {
+                    let _ = s.send_to(&pkt, t);
+                    n += 1;
+                }
+            }
+            n
+        })
+        .unwrap();
+    println!("flooded {sent} forged heartbeats in 3 s");
+    assert!(sent > 10_000, "a real flood");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(l.holds_vip(0) && !l.holds_vip(1), "no false failover");
+    assert_eq!(l.last_role(0).as_deref(), Some("master"));
+    assert_eq!(l.last_role(1).as_deref(), Some("backup"));
+    assert!(dropped(&l, "bad_mac") >= 1, "the flood was counted");
+}
