@@ -516,10 +516,16 @@ fn status_page_and_metrics_show_zookeeper() {
         events: vec![],
     };
     let page = hapair::admin::page::render(&s);
-    assert!(page.contains("id=\"zookeeper\" data-state=\"connected\""), "{page}");
+    assert!(
+        page.contains("id=\"zookeeper\" data-state=\"connected\""),
+        "{page}"
+    );
     assert!(page.contains("class=\"znode\" data-path=\"/impala-ha/serverUri=h1:21050;"));
     let m = hapair::admin::metrics::render(&s);
-    assert!(m.contains("hapair_zookeeper_state{state=\"connected\"} 1\n"), "{m}");
+    assert!(
+        m.contains("hapair_zookeeper_state{state=\"connected\"} 1\n"),
+        "{m}"
+    );
     assert!(m.contains("hapair_zookeeper_znodes 1\n"), "{m}");
     assert!(m.contains("hapair_zookeeper_sessions_total 1\n"), "{m}");
     let j = serde_json::to_value(&s).unwrap();

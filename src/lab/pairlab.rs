@@ -52,6 +52,8 @@ pub struct LabOptions {
     pub impala_services: bool,
     /// Extra arguments for node i's catalogd stand-in (e.g. `--crash-after 10ms`).
     pub catalogd_args: [Vec<String>; 2],
+    /// Appended to both nodes' configs (e.g. `[[listen]]` and `[zookeeper]` sections).
+    pub extra_config: String,
 }
 
 impl Default for LabOptions {
@@ -64,6 +66,7 @@ impl Default for LabOptions {
             service: true,
             impala_services: false,
             catalogd_args: [vec![], vec![]],
+            extra_config: String::new(),
         }
     }
 }
@@ -162,7 +165,7 @@ impl PairLab {
             String::new()
         };
         let pair = self.pair_text(i, &witness);
-        pair + &services
+        pair + &services + &self.opts.extra_config
     }
 
     /// statestored runs on both nodes (warm); catalogd only on the master.
