@@ -105,7 +105,7 @@ async fn serve(path: PathBuf, cfg: config::Config, keys: KeyRing) -> ExitCode {
     // ZooKeeper discovery follows the role; its own task, so ZooKeeper never blocks the pair.
     let registrar = cfg.zookeeper.clone().map(|z| {
         let vips = cfg.pair.vips.iter().map(|v| v.addr()).collect();
-        crate::zk::Registrar::start(z, vips, role_rx, balancer.clone(), events.clone())
+        crate::zk::Registrar::start(z, vips, role_rx.clone(), balancer.clone(), events.clone())
     });
     // Admin (2/2): serve once the balancer and the pair are up. The token is read once here;
     // node.admin and the token file need a restart to change.
