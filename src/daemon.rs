@@ -94,7 +94,7 @@ async fn serve(path: PathBuf, cfg: config::Config, keys: KeyRing) -> ExitCode {
         balancer: Some(balancer.clone()),
         idle: None,
     };
-    let (role_tx, _role_rx) = tokio::sync::watch::channel(Role::Init);
+    let (role_tx, role_rx) = tokio::sync::watch::channel(Role::Init);
     let (pair, pair_thread) = match driver::spawn(&cfg, keys, events.clone(), role_tx, links) {
         Ok(x) => x,
         Err(e) => {
@@ -102,6 +102,11 @@ async fn serve(path: PathBuf, cfg: config::Config, keys: KeyRing) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // ZooKeeper discovery follows the role; its own task, so ZooKeeper never blocks the pair.
+    let registrar = cfg.zookeeper.clone().map(|z| {
+        let vips = cfg.pair.vips.iter().map(|v| v.addr()).collect();
+        crate::zk::Registrar::start(z, vips, role_rx.clone(), balancer.clone(), events.clone())
+    });
     // Admin (2/2): serve once the balancer and the pair are up. The token is read once here;
     // node.admin and the token file need a restart to change.
     let admin_stop = tokio_util::sync::CancellationToken::new();
@@ -113,6 +118,9 @@ async fn serve(path: PathBuf, cfg: config::Config, keys: KeyRing) -> ExitCode {
         events.clone(),
         crate::admin::Token::load(cfg.node.admin_token_file.as_deref()),
     );
+    if let Some(r) = &registrar {
+        admin.set_zookeeper(r.clone());
+    }
     tokio::spawn(crate::admin::serve(admin_sock, admin, admin_stop.clone()));
 
     sd_notify("READY=1");
@@ -140,6 +148,9 @@ async fn serve(path: PathBuf, cfg: config::Config, keys: KeyRing) -> ExitCode {
                             error!("reload: balancer kept its old listeners: {e}");
                         }
                         supervisor.reload(new.services.clone());
+                        if new.zookeeper != cfg.zookeeper {
+                            warn!("reload: [zookeeper] changed; restart hapair to apply it");
+                        }
                         let _ = pair.tx.send(Request::Reload(Box::new(new), keys));
                     }
                     Err(e) => {
@@ -162,6 +173,9 @@ async fn serve(path: PathBuf, cfg: config::Config, keys: KeyRing) -> ExitCode {
     admin_stop.cancel();
     drop(pair);
     let _ = tokio::task::spawn_blocking(move || pair_thread.join()).await;
+    if let Some(r) = &registrar {
+        r.shutdown(Duration::from_secs(2)).await;
+    }
     supervisor.shutdown().await;
     // Connections through this node end when the VIP moves; a short drain
     // serves those that reached our own address.

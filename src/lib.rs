@@ -8,6 +8,7 @@
 //! - `supervisor`: statestored/catalogd children that follow the role.
 //! - `admin`: status page, JSON, metrics, control.
 //! - `lab`: network-namespace lab, stand-in daemons, drills, benchmarks.
+//! - `zk`: ZooKeeper service discovery (HiveServer2 format), kept by the master.
 
 pub mod admin;
 pub mod balancer;
@@ -21,3 +22,4 @@ pub mod net;
 pub mod pair;
 pub mod supervisor;
 pub mod wire;
+pub mod zk;

@@ -60,6 +60,15 @@ pub const ROLES: [&str; 4] = ["init", "backup", "master", "fault"];
 /// Every server state: `hapair_server_state` has one series per state.
 pub const SERVER_STATES: [&str; 4] = ["up", "down", "drain", "maint"];
 
+/// Every registrar state: `hapair_zookeeper_state` has one series per state.
+pub const ZK_STATES: [&str; 5] = [
+    "connecting",
+    "connected",
+    "disconnected",
+    "backoff",
+    "stopped",
+];
+
 /// Encode `s` as Prometheus text.
 pub fn render(s: &Status) -> String {
     let mut reg = Registry::default();
@@ -259,6 +268,41 @@ pub fn render(s: &Status) -> String {
         }
     }
 
+    if let Some(z) = &s.zookeeper {
+        let st = Gauges::new(
+            &mut reg,
+            "hapair_zookeeper_state",
+            "1 for the ZooKeeper registrar's current state, 0 for the others",
+        );
+        for x in ZK_STATES {
+            st.set(&[("state", x)], i64::from(z.state == x));
+        }
+        Gauges::new(
+            &mut reg,
+            "hapair_zookeeper_znodes",
+            "Znodes this node holds in the discovery namespace",
+        )
+        .set(&[], z.znodes.len() as i64);
+        Counters::new(
+            &mut reg,
+            "hapair_zookeeper_sessions",
+            "ZooKeeper sessions established",
+        )
+        .set(&[], z.sessions);
+        Counters::new(
+            &mut reg,
+            "hapair_zookeeper_expirations",
+            "ZooKeeper sessions that expired",
+        )
+        .set(&[], z.expirations);
+        Counters::new(
+            &mut reg,
+            "hapair_zookeeper_errors",
+            "Failed or timed-out ZooKeeper connects and operations",
+        )
+        .set(&[], z.errors);
+    }
+
     let mut out = String::with_capacity(8 * 1024);
     // Writing into a String cannot fail.
     let _ = prometheus_text::encode(&mut out, &reg);
@@ -284,6 +328,7 @@ mod tests {
             },
             listeners: vec![],
             services: vec![],
+            zookeeper: None,
             control_enabled: false,
             events: vec![],
         };

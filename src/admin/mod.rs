@@ -157,6 +157,8 @@ struct Inner {
     /// Read for the page; control actions are recorded here too.
     events: EventLog,
     token: Token,
+    /// The ZooKeeper registrar, set once after start when `[zookeeper]` is configured.
+    zookeeper: std::sync::OnceLock<crate::zk::Registrar>,
 }
 
 impl Admin {
@@ -179,8 +181,14 @@ impl Admin {
                 supervisor,
                 events,
                 token,
+                zookeeper: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    /// Show this registrar's state in `/status`, the page and `/metrics`. Set once.
+    pub fn set_zookeeper(&self, r: crate::zk::Registrar) {
+        let _ = self.inner.zookeeper.set(r);
     }
 
     /// One consistent snapshot for the page, JSON and metrics.
@@ -204,6 +212,7 @@ impl Admin {
                 .iter()
                 .filter_map(|sv| serde_json::to_value(sv).ok())
                 .collect(),
+            zookeeper: i.zookeeper.get().map(|z| z.status()),
             control_enabled: i.token.is_enabled(),
             events: i.events.last(status::EVENTS),
         }

@@ -74,6 +74,9 @@ pub fn render(s: &Status) -> String {
         h.push_str("<h2>Listeners</h2><p class=\"muted\">no listeners configured</p>\n");
     }
     services_section(&mut h, s);
+    if let Some(z) = &s.zookeeper {
+        zookeeper_section(&mut h, s, z);
+    }
     events_section(&mut h, s);
     h.push_str("</body></html>\n");
     h
@@ -265,6 +268,51 @@ fn services_section(h: &mut String, s: &Status) {
     h.push_str("</div>\n");
 }
 
+/// Hooks: `#zookeeper[data-state]`, `tr.znode[data-path]`.
+fn zookeeper_section(h: &mut String, s: &Status, z: &crate::zk::ZkStatus) {
+    let _ = write!(
+        h,
+        "<h2>ZooKeeper</h2>\n<div id=\"zookeeper\" data-state=\"{st}\"><p>{q} · namespace {ns} · register {r} · \
+         <b>{st}</b> for {age}{sess} · sessions {n} · expired {x} · errors {e}{last}</p>",
+        st = esc(&z.state),
+        q = esc(&z.quorum),
+        ns = esc(&z.namespace),
+        r = esc(&z.register),
+        age = age(s.now_ms.saturating_sub(z.state_since_unix_ms)),
+        sess = z
+            .session_id
+            .as_ref()
+            .map(|id| format!(" · session {}", esc(id)))
+            .unwrap_or_default(),
+        n = z.sessions,
+        x = z.expirations,
+        e = z.errors,
+        last = z
+            .last_error
+            .as_ref()
+            .map(|m| format!(" · <span class=\"bad\">last error: {}</span>", esc(m)))
+            .unwrap_or_default(),
+    );
+    if z.znodes.is_empty() {
+        h.push_str("<p class=\"muted\">no znodes registered by this node</p>");
+    } else {
+        h.push_str("<table><tr><th>znode</th><th>listener</th><th>server</th><th>transport</th><th>age</th></tr>");
+        for n in &z.znodes {
+            let _ = write!(
+                h,
+                "<tr class=\"znode\" data-path=\"{p}\"><td>{p}</td><td>{l}</td><td>{sv}</td><td>{t}</td><td>{a}</td></tr>",
+                p = esc(&n.path),
+                l = esc(&n.listener),
+                sv = esc(n.server.as_deref().unwrap_or("(vip)")),
+                t = n.transport,
+                a = age(s.now_ms.saturating_sub(n.since_unix_ms)),
+            );
+        }
+        h.push_str("</table>");
+    }
+    h.push_str("</div>\n");
+}
+
 fn events_section(h: &mut String, s: &Status) {
     let _ = write!(
         h,
@@ -314,6 +362,7 @@ mod tests {
             },
             listeners: vec![],
             services: vec![],
+            zookeeper: None,
             control_enabled: false,
             events: vec![Event {
                 at_ms: 9_000,

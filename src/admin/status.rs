@@ -26,6 +26,9 @@ pub struct Status {
     /// Supervised services (statestored, catalogd). Always empty until the supervisor lands;
     /// each entry will be an object with at least `name`, `state`, `pid`, `restarts`, `active`.
     pub services: Vec<serde_json::Value>,
+    /// ZooKeeper discovery: connection state and the znodes this node holds; null when
+    /// `[zookeeper]` is not configured.
+    pub zookeeper: Option<crate::zk::ZkStatus>,
     /// Whether the control endpoints accept a token (false: no `node.admin_token_file`).
     pub control_enabled: bool,
     /// The newest events, oldest first, at most [`EVENTS`].

@@ -24,6 +24,8 @@ pub struct Config {
     pub pair: PairConfig,
     pub listen: Vec<crate::balancer::config::ListenConfig>,
     pub services: Vec<crate::supervisor::config::ServiceConfig>,
+    /// `[zookeeper]`: HiveServer2-style service discovery, kept by the master.
+    pub zookeeper: Option<crate::zk::ZkConfig>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -35,6 +37,8 @@ struct RawConfig {
     listen: Vec<crate::balancer::config::RawListen>,
     #[serde(default)]
     service: Vec<crate::supervisor::config::RawService>,
+    #[serde(default)]
+    zookeeper: Option<crate::zk::RawZk>,
 }
 
 /// How strictly to check things that depend on the host we run on
@@ -91,6 +95,22 @@ pub fn parse(path: &Path, text: &str, host: Host) -> Result<Loaded, Diags> {
             vec![]
         }
     };
+    // Listener names are checked only against valid listen sections.
+    let zookeeper = raw.zookeeper.as_ref().and_then(|z| {
+        let names: Vec<&str> = listen.iter().map(|l| l.name.as_str()).collect();
+        if names.is_empty() && !raw.listen.is_empty() {
+            return None;
+        }
+        match z.validate(&names) {
+            Ok(c) => Some(c),
+            Err(errs) => {
+                for (span, msg) in errs {
+                    d.error(span, format!("zookeeper: {msg}"));
+                }
+                None
+            }
+        }
+    });
     if d.has_errors() {
         return Err(d);
     }
@@ -105,6 +125,7 @@ pub fn parse(path: &Path, text: &str, host: Host) -> Result<Loaded, Diags> {
             pair,
             listen,
             services,
+            zookeeper,
         },
         warnings,
     })
@@ -175,6 +196,24 @@ impl Config {
         }
         for sv in &self.services {
             s += &format!("service {} ({:?})\n", sv.name, sv.run);
+        }
+        if let Some(z) = &self.zookeeper {
+            s += &format!(
+                "zookeeper {}{} namespace {} register {} ({})\n",
+                z.hosts.join(","),
+                z.chroot,
+                z.namespace,
+                z.register.as_str(),
+                z.published
+                    .iter()
+                    .map(|p| if p.http {
+                        format!("{} (http)", p.listener)
+                    } else {
+                        p.listener.clone()
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
         }
         s
     }

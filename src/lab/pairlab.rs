@@ -59,6 +59,8 @@ pub struct LabOptions {
     /// supervised statestored and catalogd. The client's banner then names
     /// the impalad that answered.
     pub full_stack: bool,
+    /// Appended to both nodes' configs (e.g. `[[listen]]` and `[zookeeper]` sections).
+    pub extra_config: String,
 }
 
 impl Default for LabOptions {
@@ -72,6 +74,7 @@ impl Default for LabOptions {
             impala_services: false,
             catalogd_args: [vec![], vec![]],
             full_stack: false,
+            extra_config: String::new(),
         }
     }
 }
@@ -188,7 +191,7 @@ impl PairLab {
             services += &listen_text();
         }
         let pair = self.pair_text(i, &witness);
-        pair + &services
+        pair + &services + &self.opts.extra_config
     }
 
     /// statestored runs on both nodes (warm); catalogd only on the master.
