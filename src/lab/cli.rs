@@ -25,13 +25,16 @@ pub enum LabCmd {
         #[arg(long, default_value = "")]
         pair: String,
     },
-    /// Benchmarks: `failover` (hapair vs keepalived).
+    /// Benchmarks: `failover` (hapair vs keepalived), `balancer` (hapair vs haproxy).
     Bench {
         #[arg(default_value = "failover")]
         what: String,
-        /// Trials per scenario.
-        #[arg(long, default_value_t = 5)]
-        trials: usize,
+        /// Trials per scenario (default: 5 for failover, 3 for balancer).
+        #[arg(long)]
+        trials: Option<usize>,
+        /// Write the figures as JSON into this directory.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// A stand-in Impala daemon (used by the lab and the tests).
     #[command(hide = true)]
@@ -46,7 +49,13 @@ pub fn run(cmd: LabCmd) -> ExitCode {
             print!("{}", t.render_summary());
         }),
         LabCmd::Drill { out, pair } => drill_to_files(&out, &pair),
-        LabCmd::Bench { what, trials } => super::bench::run(&what, trials),
+        LabCmd::Bench { what, trials, out } => match what.as_str() {
+            "balancer" => super::lbbench::run(
+                trials.unwrap_or(super::lbbench::DEFAULT_TRIALS),
+                out.as_deref(),
+            ),
+            _ => super::bench::run(&what, trials.unwrap_or(5)),
+        },
         LabCmd::Standin(opts) => standin(opts),
     };
     match r {

@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod cli;
 pub mod client;
+pub mod lbbench;
 pub mod netns;
 pub mod pairlab;
 pub mod plot;
