@@ -42,6 +42,14 @@ pub enum Mode {
 pub const CHUNK: usize = 256 * 1024;
 /// Pipes and buffers kept for reuse; beyond this they are freed.
 const POOL_MAX: usize = 256;
+/// Splice mode reads up to this much into user space first (see [`Dir::splice`]).
+pub const SCRATCH: usize = 16 * 1024;
+
+thread_local! {
+    /// Each worker thread's buffer for small reads in splice mode; connections own none.
+    static SCRATCH_BUF: std::cell::RefCell<Box<[u8]>> =
+        std::cell::RefCell::new(vec![0u8; SCRATCH].into_boxed_slice());
+}
 
 /// The two idle timeouts of a connection.
 #[derive(Debug, Clone, Copy)]
@@ -199,13 +207,98 @@ impl Dir<'_> {
         }
     }
 
+    /// Reads what the source holds, up to [`SCRATCH`] bytes, into this worker thread's
+    /// scratch buffer and writes it on at once; what the destination does not take now is
+    /// appended to `rest`. Returns `None` if there was nothing to read, `Some(0)` at EOF,
+    /// else the bytes read.
+    ///
+    /// A short read means the socket is drained (TCP), so the closure reports WouldBlock and
+    /// tokio clears the readiness it saw *before* the read, as its own `poll_read` does: the
+    /// next `readable()` waits for new data instead of costing an EAGAIN call.
+    fn read_small(&self, rest: &mut Vec<u8>) -> io::Result<Option<usize>> {
+        let src_fd = self.src.as_raw_fd();
+        SCRATCH_BUF.with(|b| {
+            let mut b = b.borrow_mut();
+            let len = b.len();
+            let mut got = 0usize;
+            let r = self.src.try_io(Interest::READABLE, || {
+                // SAFETY: reads into a buffer we hold exclusively, on an fd the caller keeps open.
+                let n = unsafe { libc::recv(src_fd, b.as_mut_ptr().cast(), len, 0) };
+                if n < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                got = n as usize;
+                if got > 0 && got < len {
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
+                Ok(())
+            });
+            match r {
+                Ok(()) => {}
+                Err(e) if would_block(&e) && got > 0 => {}
+                Err(e) if would_block(&e) => return Ok(None),
+                Err(e) => return Err(e),
+            }
+            if got == 0 {
+                return Ok(Some(0));
+            }
+            let mut off = 0;
+            while off < got {
+                match self.dst.try_write(&b[off..got]) {
+                    Ok(m) => off += m,
+                    Err(e) if would_block(&e) => break,
+                    Err(e) => return Err(e),
+                }
+            }
+            rest.extend_from_slice(&b[off..got]);
+            Ok(Some(got))
+        })
+    }
+
+    /// Small reads go through [`Dir::read_small`]: one recv and one send per message, no
+    /// pipe. A read that fills the scratch buffer means bulk data: the rest of that burst is
+    /// spliced, and later bursts too while each moves at least [`SCRATCH`] bytes.
     async fn splice(&self) -> io::Result<()> {
         let mut pipe: Option<Pipe> = None;
         let mut moved = false;
+        let mut bulk = false;
+        let mut burst = 0usize;
         let (src_fd, dst_fd) = (self.src.as_raw_fd(), self.dst.as_raw_fd());
         loop {
-            // The pipe is empty here, so EAGAIN can only mean the socket has nothing to read.
             self.src.readable().await?;
+            if !bulk {
+                let mut rest = Vec::new();
+                let n = match self.read_small(&mut rest)? {
+                    None => continue,
+                    Some(0) => return self.eof(),
+                    Some(n) => n,
+                };
+                self.clock.touch(self.act_src);
+                self.meter.bytes(self.to_server, n as u64);
+                if rest.len() < n {
+                    self.clock.touch(self.act_dst);
+                }
+                // Only a slow destination makes this loop (and `rest` allocate).
+                let mut off = 0;
+                while off < rest.len() {
+                    self.dst.writable().await?;
+                    match self.dst.try_write(&rest[off..]) {
+                        Ok(m) => {
+                            off += m;
+                            self.clock.touch(self.act_dst);
+                        }
+                        Err(e) if would_block(&e) => continue,
+                        Err(e) => return Err(e),
+                    }
+                }
+                if n < SCRATCH {
+                    continue;
+                }
+                bulk = true;
+                burst = 0;
+            }
+            // Bulk: the pipe is empty here, so EAGAIN can only mean the socket has nothing
+            // to read.
             let p = match &mut pipe {
                 Some(p) => p,
                 None => pipe.insert(PIPES.take_pipe()?),
@@ -216,6 +309,8 @@ impl Dir<'_> {
                 Ok(n) => n,
                 Err(e) if would_block(&e) => {
                     PIPES.give(pipe.take());
+                    bulk = burst >= SCRATCH;
+                    burst = 0;
                     continue;
                 }
                 Err(e) if e.raw_os_error() == Some(libc::EINVAL) && !moved => {
@@ -230,6 +325,7 @@ impl Dir<'_> {
                 PIPES.give(pipe.take());
                 return self.eof();
             }
+            burst += n;
             self.clock.touch(self.act_src);
             self.meter.bytes(self.to_server, n as u64);
             let mut left = n;

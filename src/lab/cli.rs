@@ -25,21 +25,21 @@ pub enum LabCmd {
         #[arg(long, default_value = "")]
         pair: String,
     },
-    /// Benchmarks: `failover` (hapair vs keepalived).
+    /// Benchmarks: `failover` (hapair vs keepalived), `balancer` (hapair vs haproxy).
     Bench {
         #[arg(default_value = "failover")]
         what: String,
-        /// Trials per scenario.
-        #[arg(long, default_value_t = 5)]
-        trials: usize,
-        /// Scenarios to run (default: all).
+        /// Trials per scenario (default: 5 for failover, 3 for balancer).
+        #[arg(long)]
+        trials: Option<usize>,
+        /// Failover scenarios to run (default: all).
         #[arg(long, value_delimiter = ',')]
         scenarios: Vec<super::bench::Scenario>,
-        /// Daemon variants to run: hapair, hapair-tuned, keepalived-v3, keepalived-v2
+        /// Failover daemon variants: hapair, hapair-tuned, keepalived-v3, keepalived-v2
         /// (default: all).
         #[arg(long, value_delimiter = ',')]
         daemons: Vec<String>,
-        /// Write bench-failover.json into this directory.
+        /// Write the figures as JSON into this directory.
         #[arg(long)]
         out: Option<PathBuf>,
     },
@@ -62,15 +62,21 @@ pub fn run(cmd: LabCmd) -> ExitCode {
             scenarios,
             daemons,
             out,
-        } => super::bench::run(
-            &what,
-            super::bench::BenchOpts {
-                trials,
-                scenarios,
-                daemons,
-                out,
-            },
-        ),
+        } => match what.as_str() {
+            "balancer" => super::lbbench::run(
+                trials.unwrap_or(super::lbbench::DEFAULT_TRIALS),
+                out.as_deref(),
+            ),
+            _ => super::bench::run(
+                &what,
+                super::bench::BenchOpts {
+                    trials: trials.unwrap_or(5),
+                    scenarios,
+                    daemons,
+                    out,
+                },
+            ),
+        },
         LabCmd::Standin(opts) => standin(opts),
     };
     match r {

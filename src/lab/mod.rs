@@ -5,6 +5,7 @@ pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod keepalived;
+pub mod lbbench;
 pub mod netns;
 pub mod pairlab;
 pub mod plot;
