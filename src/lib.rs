@@ -8,6 +8,7 @@
 //! - `supervisor`: statestored/catalogd children that follow the role.
 //! - `admin`: status page, JSON, metrics, control.
 //! - `lab`: network-namespace lab, stand-in daemons, drills, benchmarks.
+//! - `import`: haproxy.cfg and keepalived.conf → a hapair config.
 
 pub mod admin;
 pub mod balancer;
@@ -16,6 +17,7 @@ pub mod daemon;
 pub mod driver;
 pub mod events;
 pub mod health;
+pub mod import;
 pub mod lab;
 pub mod net;
 pub mod pair;
