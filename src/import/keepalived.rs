@@ -353,7 +353,7 @@ fn vip(v: &Node, p: &mut Pair, r: &mut Report<'_>) {
             v.line,
             format!("VIP {addr} on another interface ('dev {d}') is not supported: hapair adds every VIP on pair.interface"),
         );
-    } else if !rest.is_empty() && !(rest.len() == 2 && rest[0] == "dev") {
+    } else if !(rest.is_empty() || rest.len() == 2 && rest[0] == "dev") {
         r.push(
             Severity::Warning,
             v.line,
