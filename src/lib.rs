@@ -9,6 +9,7 @@
 //! - `admin`: status page, JSON, metrics, control.
 //! - `lab`: network-namespace lab, stand-in daemons, drills, benchmarks.
 //! - `zk`: ZooKeeper service discovery (HiveServer2 format), kept by the master.
+//! - `import`: haproxy.cfg and keepalived.conf → a hapair config.
 
 pub mod admin;
 pub mod balancer;
@@ -17,6 +18,7 @@ pub mod daemon;
 pub mod driver;
 pub mod events;
 pub mod health;
+pub mod import;
 pub mod lab;
 pub mod net;
 pub mod pair;

@@ -58,6 +58,21 @@ enum Cmd {
         #[command(subcommand)]
         action: CtlCmd,
     },
+    /// Convert an existing haproxy.cfg (and keepalived.conf) into a hapair config.
+    Import {
+        /// haproxy config: listen, frontend/backend, defaults, global maxconn.
+        #[arg(long, required_unless_present = "keepalived")]
+        haproxy: Option<PathBuf>,
+        /// keepalived config: its vrrp_instance becomes [node] and [pair].
+        #[arg(long)]
+        keepalived: Option<PathBuf>,
+        /// Write the config here instead of stdout.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Overwrite the output file if it exists.
+        #[arg(long)]
+        force: bool,
+    },
     /// The namespace lab: demo, drills and benchmarks (root).
     Lab {
         #[command(subcommand)]
@@ -162,6 +177,17 @@ fn main() -> ExitCode {
                 None => ExitCode::FAILURE,
             }
         }
+        Cmd::Import {
+            haproxy,
+            keepalived,
+            output,
+            force,
+        } => hapair::import::cli(
+            haproxy.as_deref(),
+            keepalived.as_deref(),
+            output.as_deref(),
+            force,
+        ),
         Cmd::Lab { cmd } => {
             init_logs(LogFormat::Human);
             hapair::lab::cli::run(cmd)
