@@ -111,17 +111,15 @@ fn seed_article_config_with_keepalived_imports_and_checks() {
         "the VRRP password leaked:\n{toml}"
     );
 
-    // The host names of the article do not resolve here: check says so, and only that.
+    // The host names of the article do not resolve here: `check` (run off
+    // the proxies) passes and warns about each; `run` would refuse them.
     let (code, _, cerr) = hapair(&["check", "-c", &out]);
-    assert_eq!(code, 1, "{cerr}");
-    let errors: Vec<&str> = cerr.lines().filter(|l| !l.contains("warning:")).collect();
-    assert_eq!(errors.len(), 5, "{cerr}");
-    assert!(
-        errors
-            .iter()
-            .all(|l| l.contains("cannot resolve \"hadoop46")),
-        "{cerr}"
-    );
+    assert_eq!(code, 0, "{cerr}");
+    let unresolved: Vec<&str> = cerr
+        .lines()
+        .filter(|l| l.contains("warning: server addr: cannot resolve \"hadoop46"))
+        .collect();
+    assert_eq!(unresolved.len(), 5, "{cerr}");
 
     // With addresses the same import passes check.
     let h_ip = with_ips(dir.path(), &h, &SEED_HOSTS);

@@ -264,6 +264,17 @@ pub fn resolve(addr: &str) -> Result<SocketAddr, String> {
 impl RawListen {
     /// Validates this section and resolves its server names (blocking DNS lookups).
     pub fn validate(&self) -> Result<ListenConfig, Vec<ConfigError>> {
+        self.validate_with(&mut Vec::new(), false)
+    }
+
+    /// Like [`RawListen::validate`]. With `lenient` (`hapair check` on a
+    /// machine that is not a proxy), a server name that does not resolve here
+    /// is a warning pushed to `warnings`, not an error.
+    pub fn validate_with(
+        &self,
+        warnings: &mut Vec<ConfigError>,
+        lenient: bool,
+    ) -> Result<ListenConfig, Vec<ConfigError>> {
         let mut errs = Errors::default();
         let name = self.name.get_ref().trim().to_string();
         if name.is_empty() {
@@ -365,8 +376,19 @@ impl RawListen {
                     continue;
                 }
                 Err(e) => {
-                    errs.push(&s.addr, format!("server addr: {e} (write host:port)"));
-                    continue;
+                    match unresolved_port(s.addr.get_ref()) {
+                        Some(port) if lenient => {
+                            warnings.push((
+                            Some(s.addr.span()),
+                            format!("server addr: {e} on this host (hapair run resolves it at start)"),
+                        ));
+                            SocketAddr::from(([0, 0, 0, 0], port))
+                        }
+                        _ => {
+                            errs.push(&s.addr, format!("server addr: {e} (write host:port)"));
+                            continue;
+                        }
+                    }
                 }
             };
             let weight = int_in(&mut errs, &s.weight, "weight", 0..=MAX_WEIGHT as i64, 1u32);
@@ -479,13 +501,34 @@ impl RawCheck {
     }
 }
 
+/// `host:port` whose host is a name (not an address) with a valid port.
+fn unresolved_port(addr: &str) -> Option<u16> {
+    let (host, port) = addr.rsplit_once(':')?;
+    let port = port.parse::<u16>().ok().filter(|p| *p != 0)?;
+    let name_like = !host.is_empty()
+        && host.parse::<std::net::IpAddr>().is_err()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+    name_like.then_some(port)
+}
+
 /// Validates several listen sections and the rules that span them: unique names and
 /// distinct bind addresses.
 pub fn validate_all(raw: &[RawListen]) -> Result<Vec<ListenConfig>, Vec<ConfigError>> {
+    validate_all_with(raw, &mut Vec::new(), false)
+}
+
+/// [`validate_all`] with the lenient name resolution of [`RawListen::validate_with`].
+pub fn validate_all_with(
+    raw: &[RawListen],
+    warnings: &mut Vec<ConfigError>,
+    lenient: bool,
+) -> Result<Vec<ListenConfig>, Vec<ConfigError>> {
     let mut errs = Vec::new();
     let mut out: Vec<ListenConfig> = Vec::new();
     for r in raw {
-        match r.validate() {
+        match r.validate_with(warnings, lenient) {
             Ok(l) => {
                 if out.iter().any(|o| o.name == l.name) {
                     errs.push((

@@ -75,7 +75,12 @@ pub fn parse(path: &Path, text: &str, host: Host) -> Result<Loaded, Diags> {
     let base = path.parent().unwrap_or(Path::new("."));
     let node = pair::node(raw.node.unwrap_or_default(), base, &mut d);
     let pair = pair::pair(raw.pair, base, host, &mut d);
-    let listen = match crate::balancer::config::validate_all(&raw.listen) {
+    let mut listen_warnings = vec![];
+    let listen = match crate::balancer::config::validate_all_with(
+        &raw.listen,
+        &mut listen_warnings,
+        host == Host::Lenient,
+    ) {
         Ok(l) => l,
         Err(errs) => {
             for (span, msg) in errs {
@@ -84,6 +89,9 @@ pub fn parse(path: &Path, text: &str, host: Host) -> Result<Loaded, Diags> {
             vec![]
         }
     };
+    for (span, msg) in listen_warnings {
+        d.warn(span, msg);
+    }
     // `user` must exist where the services run; elsewhere it is not checked.
     let services = match crate::supervisor::config::validate_all(&raw.service, host == Host::Strict)
     {
