@@ -591,7 +591,8 @@ fn random_below(d: Duration) -> Duration {
     Duration::from_micros(u64::from_le_bytes(b) % micros)
 }
 
-fn median(v: &[f64]) -> Option<f64> {
+/// The median of `v` (mean of the middle two for an even count).
+pub(crate) fn median(v: &[f64]) -> Option<f64> {
     if v.is_empty() {
         return None;
     }

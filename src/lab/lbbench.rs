@@ -908,19 +908,7 @@ impl PeakSampler {
 // ---------------------------------------------------------------------------------------------
 // The table.
 
-fn median(v: &[f64]) -> Option<f64> {
-    if v.is_empty() {
-        return None;
-    }
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    let n = s.len();
-    Some(if n % 2 == 1 {
-        s[n / 2]
-    } else {
-        (s[n / 2 - 1] + s[n / 2]) / 2.0
-    })
-}
+use super::bench::median;
 
 fn cell(v: &[f64], prec: usize) -> String {
     let Some(m) = median(v) else {

@@ -248,42 +248,11 @@ impl PairLab {
     ) -> anyhow::Result<Vec<(Arc<AtomicBool>, JoinHandle<()>)>> {
         let mut svcs = vec![];
         for &(ns, name) in hosts {
-            let stop = Arc::new(AtomicBool::new(false));
-            let stop2 = stop.clone();
             let mut opts = StandinOpts::new(StandinRole::Impalad);
             opts.name = Some(name.to_string());
             opts.listen = vec![SocketAddr::new([0, 0, 0, 0].into(), SERVICE_PORT)];
             opts.web = Some(SocketAddr::new([0, 0, 0, 0].into(), 25000));
-            let (tx, rx) = std::sync::mpsc::channel();
-            let h = ns.spawn_thread(move || {
-                let rt = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        let _ = tx.send(Err(anyhow::anyhow!(e)));
-                        return;
-                    }
-                };
-                rt.block_on(async move {
-                    match Standin::start(opts).await {
-                        Ok(s) => {
-                            let _ = tx.send(Ok(()));
-                            while !stop2.load(Ordering::Relaxed) {
-                                tokio::time::sleep(Duration::from_millis(50)).await;
-                            }
-                            s.stop();
-                            let _ = s.wait().await;
-                        }
-                        Err(e) => {
-                            let _ = tx.send(Err(e));
-                        }
-                    }
-                });
-            })?;
-            rx.recv().context("stand-in thread")??;
-            svcs.push((stop, h));
+            svcs.push(standin_thread(ns, opts)?);
         }
         Ok(svcs)
     }
@@ -552,6 +521,46 @@ impl PairLab {
             .unwrap_or_else(|p| p.into_inner())
             .clone()
     }
+}
+
+/// Run a stand-in on a thread inside `ns` until the returned flag is set;
+/// returns once it listens. Join the handle after setting the flag.
+pub fn standin_thread(
+    ns: &Netns,
+    opts: StandinOpts,
+) -> anyhow::Result<(Arc<AtomicBool>, JoinHandle<()>)> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let h = ns.spawn_thread(move || {
+        let rt = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                let _ = tx.send(Err(anyhow::anyhow!(e)));
+                return;
+            }
+        };
+        rt.block_on(async move {
+            match Standin::start(opts).await {
+                Ok(s) => {
+                    let _ = tx.send(Ok(()));
+                    while !stop2.load(Ordering::Relaxed) {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    s.stop();
+                    let _ = s.wait().await;
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                }
+            }
+        });
+    })?;
+    rx.recv().context("stand-in thread")??;
+    Ok((stop, h))
 }
 
 /// hapair's balancer in front of the stand-in impalads, as users configure HS2.

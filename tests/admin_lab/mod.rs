@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use hapair::admin::client;
 use hapair::lab::netns::{Lab, Netns, Proc};
-use hapair::lab::standin::{Standin, StandinOpts, StandinRole};
+use hapair::lab::standin::{StandinOpts, StandinRole};
 use serde_json::Value;
 
 pub const ADMIN: &str = "127.0.0.1:9180";
@@ -122,34 +122,8 @@ impl AdminLab {
         opts.name = Some(name.to_string());
         opts.listen = vec![SocketAddr::new(ip, 21050)];
         opts.web = Some(SocketAddr::new(ip, 25000));
-        let stop = Arc::new(AtomicBool::new(false));
-        let stop2 = stop.clone();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let h = self
-            .host
-            .spawn_thread(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                rt.block_on(async move {
-                    match Standin::start(opts).await {
-                        Ok(s) => {
-                            let _ = tx.send(Ok(()));
-                            while !stop2.load(Ordering::Relaxed) {
-                                tokio::time::sleep(Duration::from_millis(50)).await;
-                            }
-                            s.stop();
-                            let _ = s.wait().await;
-                        }
-                        Err(e) => {
-                            let _ = tx.send(Err(e.to_string()));
-                        }
-                    }
-                });
-            })
-            .unwrap();
-        rx.recv().unwrap().expect("stand-in start");
+        let (stop, h) =
+            hapair::lab::pairlab::standin_thread(&self.host, opts).expect("stand-in start");
         self.standins.push((stop, h));
     }
 
