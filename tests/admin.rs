@@ -170,6 +170,8 @@ fn admin_of_a_running_daemon() {
     let conns0 = total(&m0, "hapair_server_connections_total");
     let bytes0 = total(&m0, "hapair_server_bytes_in_total");
     let banners = lab.connect_through(6);
+    // At least two advert intervals (100 ms) pass, so heartbeats were sent.
+    std::thread::sleep(std::time::Duration::from_millis(250));
     let m1 = scrape(&lab);
     assert_eq!(
         total(&m1, "hapair_server_connections_total") - conns0,
