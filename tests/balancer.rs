@@ -858,9 +858,10 @@ async fn reload_keeps_unchanged_servers_and_their_connections() {
         !seen.contains("b"),
         "drained server got new connections: {seen:?}"
     );
-    assert_eq!(
-        srv(&b, "rl", "a", &mut None).active,
-        1,
+    // The held connection is still counted (a hello that has not closed yet
+    // may add one).
+    assert!(
+        srv(&b, "rl", "a", &mut None).active >= 1,
         "a lost its counters"
     );
 }

@@ -203,7 +203,7 @@ async fn serve(
     l.counters.total.fetch_add(1, Relaxed);
     let _la = Active(&l.counters);
     let cfg = l.config();
-    let Some((server, upstream)) = connect(l, &cfg, peer).await else {
+    let Some((server, upstream)) = connect(l, &cfg, peer, &client).await else {
         l.no_server.fetch_add(1, Relaxed);
         tracing::debug!(listener = %l.name, %peer, "no server could take the connection");
         return;
@@ -233,6 +233,38 @@ async fn serve(
     }
 }
 
+/// A server that was killed may still complete the handshake from its
+/// listen backlog and then reset. While neither side has sent a byte, that is
+/// as good as a refused connect: report it so the caller redispatches and the
+/// client never notices. Returns as soon as the client speaks (nothing can be
+/// replayed after that), the server sends data, or `limit` passes.
+async fn dropped_before_first_byte(
+    client: &TcpStream,
+    server: &TcpStream,
+    limit: std::time::Duration,
+) -> Option<String> {
+    tokio::select! {
+        biased;
+        _ = client.readable() => None,
+        r = server.readable() => {
+            if let Err(e) = r {
+                return Some(format!("server failed before the first byte: {e}"));
+            }
+            let peeked = server.try_io(tokio::io::Interest::READABLE, || {
+                let mut b = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+                socket2::SockRef::from(server).peek(&mut b)
+            });
+            match peeked {
+                Ok(0) => Some("server closed before the first byte".to_string()),
+                Ok(_) => None,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => None,
+                Err(e) => Some(format!("server reset before the first byte: {e}")),
+            }
+        }
+        _ = tokio::time::sleep(limit) => None,
+    }
+}
+
 /// Connects to a server, retrying `retries` times: on another server when `redispatch` is on
 /// (the same server only if no other can take it), else on the same one. Every failure
 /// feeds passive health. On success the returned server counts the connection as active.
@@ -240,6 +272,7 @@ async fn connect(
     l: &Listener,
     cfg: &ListenConfig,
     peer: SocketAddr,
+    client: &TcpStream,
 ) -> Option<(Arc<Server>, TcpStream)> {
     let mut tried: Vec<Arc<Server>> = Vec::new();
     let mut last: Option<Arc<Server>> = None;
@@ -265,7 +298,11 @@ async fn connect(
             match tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(server.cfg.addr))
                 .await
             {
-                Ok(Ok(s)) => return Some((server, s)),
+                Ok(Ok(s)) => match dropped_before_first_byte(client, &s, cfg.connect_timeout).await
+                {
+                    None => return Some((server, s)),
+                    Some(e) => e,
+                },
                 Ok(Err(e)) => e.to_string(),
                 Err(_) => format!("connect timeout after {:?}", cfg.connect_timeout),
             };
