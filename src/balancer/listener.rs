@@ -243,25 +243,41 @@ async fn dropped_before_first_byte(
     server: &TcpStream,
     limit: std::time::Duration,
 ) -> Option<String> {
-    tokio::select! {
-        biased;
-        _ = client.readable() => None,
-        r = server.readable() => {
-            if let Err(e) = r {
-                return Some(format!("server failed before the first byte: {e}"));
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        tokio::select! {
+            biased;
+            r = client.readable() => {
+                if r.is_err() {
+                    return None;
+                }
+                let peeked = client.try_io(tokio::io::Interest::READABLE, || {
+                    let mut b = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+                    socket2::SockRef::from(client).peek(&mut b)
+                });
+                // Readiness without data is not the client speaking.
+                if !matches!(&peeked, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock) {
+                    return None;
+                }
             }
-            let peeked = server.try_io(tokio::io::Interest::READABLE, || {
-                let mut b = [std::mem::MaybeUninit::<u8>::uninit(); 1];
-                socket2::SockRef::from(server).peek(&mut b)
-            });
-            match peeked {
-                Ok(0) => Some("server closed before the first byte".to_string()),
-                Ok(_) => None,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => None,
-                Err(e) => Some(format!("server reset before the first byte: {e}")),
+            r = server.readable() => {
+                if let Err(e) = r {
+                    return Some(format!("server failed before the first byte: {e}"));
+                }
+                let peeked = server.try_io(tokio::io::Interest::READABLE, || {
+                    let mut b = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+                    socket2::SockRef::from(server).peek(&mut b)
+                });
+                match peeked {
+                    Ok(0) => return Some("server closed before the first byte".to_string()),
+                    Ok(_) => return None,
+                    // Readiness without data: wait again.
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Some(format!("server reset before the first byte: {e}")),
+                }
             }
+            _ = tokio::time::sleep_until(deadline) => return None,
         }
-        _ = tokio::time::sleep(limit) => None,
     }
 }
 
