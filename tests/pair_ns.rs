@@ -263,6 +263,25 @@ fn dropped(l: &PairLab, reason: &str) -> usize {
         .count()
 }
 
+/// A heartbeat claiming to be proxy2 as master with the top priority, signed
+/// with a key the pair does not have.
+fn forged(name: &str) -> (Heartbeat, KeyRing) {
+    let hb = Heartbeat {
+        kind: Kind::Advert,
+        router_id: 51,
+        priority: 254,
+        role: Role::Master,
+        advert_interval_ms: 100,
+        addr: PROXY[1].parse().unwrap(),
+        epoch: u64::MAX / 2,
+        seq: 1,
+        vip_digest: [0; 8],
+        name: name.into(),
+        flags: 0,
+    };
+    (hb, KeyRing::from_keys([(0u8, vec![0x42; 32])]).unwrap())
+}
+
 #[test]
 fn forged_and_replayed_heartbeats_change_nothing_and_are_counted() {
     if !require_root("bad_packets") {
@@ -273,22 +292,7 @@ fn forged_and_replayed_heartbeats_change_nothing_and_are_counted() {
     let captured = capture_heartbeat(&l);
     std::thread::sleep(Duration::from_millis(300));
 
-    // A forgery: claims to be proxy2 as master with the top priority, signed
-    // with a key the pair does not have.
-    let forged = Heartbeat {
-        kind: Kind::Advert,
-        router_id: 51,
-        priority: 254,
-        role: Role::Master,
-        advert_interval_ms: 100,
-        addr: PROXY[1].parse().unwrap(),
-        epoch: u64::MAX / 2,
-        seq: 1,
-        vip_digest: [0; 8],
-        name: "proxy2".into(),
-        flags: 0,
-    };
-    let wrong = KeyRing::from_keys([(0u8, vec![0x42; 32])]).unwrap();
+    let (forged, wrong) = forged("proxy2");
     send_from_client(&l, wire::encode(&forged, &wrong));
     // Same forgery aimed at another pair on the LAN (router id 52).
     let mut foreign = forged.clone();
@@ -426,20 +430,7 @@ fn a_flood_of_bad_heartbeats_causes_no_false_failover() {
     }
     let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let l = settled(LabOptions::default());
-    let wrong = KeyRing::from_keys([(0u8, vec![0x42; 32])]).unwrap();
-    let forged = Heartbeat {
-        kind: Kind::Advert,
-        router_id: 51,
-        priority: 254,
-        role: Role::Master,
-        advert_interval_ms: 100,
-        addr: PROXY[1].parse().unwrap(),
-        epoch: 1,
-        seq: 1,
-        vip_digest: [0; 8],
-        name: "flood".into(),
-        flags: 0,
-    };
+    let (forged, wrong) = forged("flood");
     let pkt = wire::encode(&forged, &wrong);
     // Both proxies flooded from the client for 3 s (bounded count).
     let sent = l

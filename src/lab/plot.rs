@@ -238,21 +238,8 @@ fn fmt_ms(t: f64) -> String {
     }
 }
 
-/// Escape text for XML content and attribute values.
-fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+/// Escaping for XML content and attributes is the status page's (`&#39;` is valid in both).
+use crate::admin::page::esc;
 
 #[cfg(test)]
 mod tests {
