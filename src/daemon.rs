@@ -140,7 +140,13 @@ async fn serve(path: PathBuf, cfg: config::Config, keys: KeyRing) -> ExitCode {
             _ = int.recv() => break,
             _ = hup.recv() => {
                 sd_notify("RELOADING=1");
-                match load_all(&path, Host::Strict) {
+                // Loading resolves server names (blocking DNS): keep it off
+                // the runtime's workers, which carry the proxied traffic.
+                let p = path.clone();
+                let loaded = tokio::task::spawn_blocking(move || load_all(&p, Host::Strict))
+                    .await
+                    .unwrap_or_else(|e| Err(format!("config loader failed: {e}")));
+                match loaded {
                     Ok((new, keys)) => {
                         info!("reload: config valid, applying");
                         events.push("reload", "config reloaded");
