@@ -281,6 +281,17 @@ async fn crash_loop_backs_off_and_lowers_the_priority() {
         .await
         .expect("weight while crash-looping")
         .unwrap();
+    // Every later change of the weight: a copy that passes one check before it crashes
+    // must not lift it (the priority would flap with every restart).
+    let changes = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let lifted = {
+        let (mut w, changes) = (weight.clone(), changes.clone());
+        tokio::spawn(async move {
+            while w.changed().await.is_ok() {
+                changes.lock().unwrap().push(*w.borrow_and_update());
+            }
+        })
+    };
     let starts = |ev: &[Event]| {
         ev.iter()
             .filter(|e| e.message.starts_with("crashy: started"))
@@ -323,6 +334,12 @@ async fn crash_loop_backs_off_and_lowers_the_priority() {
         );
     }
     assert_eq!(*weight.borrow(), -100);
+    lifted.abort();
+    let changes = changes.lock().unwrap().clone();
+    assert!(
+        changes.iter().all(|&w| w == -100),
+        "weight lifted during the crash loop: {changes:?}"
+    );
     let r = row(&sup, "crashy");
     assert_eq!(r.last_exit.as_deref(), Some("exit code 1"));
     assert!(r.restarts >= 3 && r.failing);
@@ -344,6 +361,66 @@ async fn crash_loop_backs_off_and_lowers_the_priority() {
         0,
         "restart cleared the remembered failure"
     );
+    sup.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_crash_keeps_the_weight_until_the_restart_has_stayed_up() {
+    // The first run exits at once; the restart (after 1 s) stays healthy.
+    let dir = tempfile::tempdir().unwrap();
+    let ran = dir.path().join("ran-once");
+    let inner = standin("statestored", "statestored", "", "weight = -30");
+    let argv = inner
+        .split_once("command = [")
+        .and_then(|(_, r)| r.split_once("]\n"))
+        .unwrap()
+        .0
+        .to_string();
+    let script = format!(
+        "if [ -e {f} ]; then exec \"$@\"; else touch {f}; exit 1; fi",
+        f = ran.display()
+    );
+    let text = inner.replace(
+        &format!("command = [{argv}]"),
+        &format!("command = [\"/bin/sh\", \"-c\", {script:?}, \"sh\", {argv}]"),
+    );
+    let events = EventLog::default();
+    let (_gate_tx, gate) = watch::channel(true);
+    let sup = Supervisor::start(parse(&text), gate, events.clone());
+    let mut weight = sup.weight();
+    tokio::time::timeout(Duration::from_secs(3), weight.wait_for(|w| *w == -30))
+        .await
+        .expect("weight after the crash")
+        .unwrap();
+    until("healthy again", Duration::from_secs(5), || {
+        row(&sup, "statestored").state == ServiceState::Healthy
+    })
+    .await;
+    let healthy = Instant::now();
+    assert_eq!(
+        *weight.borrow(),
+        -30,
+        "healthy, but not yet for its probation"
+    );
+    tokio::time::timeout(Duration::from_secs(3), weight.wait_for(|w| *w == 0))
+        .await
+        .expect("weight removed once the restart stayed up")
+        .unwrap();
+    let held = healthy.elapsed();
+    eprintln!("weight held {held:?} after the restart became healthy");
+    let ev = events.last(50);
+    let restarted = ev
+        .iter()
+        .rfind(|e| e.message.starts_with("statestored: started"))
+        .unwrap()
+        .at_ms;
+    let lifted = event_at(
+        &ev,
+        "statestored: up for 1.0s after a crash; its weight is removed",
+    );
+    assert!(lifted - restarted >= 1000, "{ev:#?}");
+    let r = row(&sup, "statestored");
+    assert_eq!((r.restarts, r.failing), (1, false));
     sup.shutdown().await;
 }
 

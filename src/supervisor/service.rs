@@ -88,6 +88,10 @@ impl Task {
         // A start that skips the backoff and the `after` wait (operator restart, respawn).
         let mut forced: Option<Option<Reply>> = None;
         let mut restarting = false;
+        // After a crash the next run must stay up this long (its restart delay) before
+        // its weight is removed, so a crash loop keeps the node's priority down instead
+        // of flapping it every time a short-lived copy passes one check.
+        let mut probation = Duration::ZERO;
         loop {
             // Idle: wait until we should start.
             loop {
@@ -96,6 +100,7 @@ impl Task {
                     backoff.reset();
                     not_before = None;
                     restarting = false;
+                    probation = Duration::ZERO;
                     if let Some(Some(r)) = forced.take() {
                         let _ = r.send(Err(SupervisorError::NotRunningHere(self.name.clone())));
                     }
@@ -184,15 +189,17 @@ impl Task {
             if let Some(r) = reply {
                 let _ = r.send(Ok(()));
             }
-            match self.supervise(&mut ch, cfg).await {
+            match self.supervise(&mut ch, cfg, probation).await {
                 End::Closed => return,
                 End::Stopped => {
                     backoff.reset();
                     restarting = false;
+                    probation = Duration::ZERO;
                 }
                 End::Again(reply) => {
                     backoff.reset();
                     forced = Some(reply);
+                    probation = Duration::ZERO;
                 }
                 End::Crashed { how, ran_for } => {
                     // `supervise` consumed any reload; pick up its restart policy.
@@ -213,14 +220,22 @@ impl Task {
                         r.last_exit = Some(how);
                     });
                     not_before = Some(Instant::now() + delay);
+                    probation = delay;
                 }
             }
         }
     }
 
     /// Watch a running child until it exits or must stop.
-    async fn supervise(&mut self, ch: &mut Child, mut cfg: Arc<ServiceConfig>) -> End {
+    async fn supervise(
+        &mut self,
+        ch: &mut Child,
+        mut cfg: Arc<ServiceConfig>,
+        probation: Duration,
+    ) -> End {
         let started = Instant::now();
+        let probation_end = started + probation;
+        let mut on_probation = !probation.is_zero();
         let (tx, mut rx) = mpsc::channel::<check::Outcome>(4);
         let mut health = cfg.check.as_ref().map(|c| Health::new(counts(c)));
         let mut settled = false;
@@ -244,18 +259,31 @@ impl Task {
                     let Some(h) = health.as_mut() else { continue };
                     let t = h.observe(counts(c), o.ok);
                     self.set(|r| r.last_check = Some(CheckStatus { at: unix_ms(), ok: o.ok, detail: o.detail.clone() }));
-                    self.health_changed(t, &o.detail);
+                    self.health_changed(t, &o.detail, on_probation);
                 }
                 _ = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
                     match health.as_mut() {
                         Some(h) => {
                             let t = h.on_timeout(started.elapsed());
-                            self.health_changed(t, "no check passed within start_period");
+                            self.health_changed(t, "no check passed within start_period", on_probation);
                         }
                         None => {
                             settled = true;
-                            self.set(|r| { r.state = ServiceState::Running; r.failing = false; });
+                            self.set(|r| { r.state = ServiceState::Running; r.failing &= on_probation; });
                         }
+                    }
+                }
+                _ = sleep_until(probation_end), if on_probation => {
+                    on_probation = false;
+                    let up = match &health {
+                        Some(h) => matches!(h, Health::Healthy { .. }),
+                        None => settled,
+                    };
+                    if up {
+                        let msg = format!("{}: up for {} after a crash; its weight is removed", self.name, fmt_dur(probation));
+                        tracing::info!(service = %self.name, "{msg}");
+                        self.shared.event(msg);
+                        self.set(|r| r.failing = false);
                     }
                 }
                 r = self.desired.changed() => {
@@ -309,7 +337,9 @@ impl Task {
         end
     }
 
-    fn health_changed(&self, t: Option<Transition>, detail: &str) {
+    /// `hold_failing`: the child is on probation after a crash; becoming healthy makes it
+    /// ready for its dependents but its weight stays until the probation ends.
+    fn health_changed(&self, t: Option<Transition>, detail: &str, hold_failing: bool) {
         match t {
             None => {}
             Some(Transition::BecameHealthy) => {
@@ -318,7 +348,7 @@ impl Task {
                     .event(format!("{}: healthy ({detail})", self.name));
                 self.set(|r| {
                     r.state = ServiceState::Healthy;
-                    r.failing = false;
+                    r.failing &= hold_failing;
                 });
             }
             Some(Transition::BecameUnhealthy) => {
