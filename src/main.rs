@@ -120,17 +120,26 @@ fn admin_target(a: &AdminArgs) -> Option<hapair::admin::client::Target> {
 fn init_logs(format: LogFormat) {
     // netlink-packet-route warns every second about kernel attributes newer
     // than it knows; that is noise, whatever HAPAIR_LOG says.
+    // `Targets` ("info", "hapair::balancer=debug,warn"): static filtering, no regex
+    // engine resident in the daemon.
+    use tracing_subscriber::filter::Targets;
+    use tracing_subscriber::prelude::*;
     let base = std::env::var("HAPAIR_LOG").unwrap_or_else(|_| "info".into());
-    let filter = tracing_subscriber::EnvFilter::try_new(format!(
-        "{base},netlink_packet_route=error,netlink_proto=error"
-    ))
-    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let filter =
+        match format!("{base},netlink_packet_route=error,netlink_proto=error").parse::<Targets>() {
+            Ok(f) => f,
+            Err(e) => {
+                eprintln!("HAPAIR_LOG={base:?}: {e}; logging at info");
+                "info,netlink_packet_route=error,netlink_proto=error"
+                    .parse()
+                    .expect("a valid filter")
+            }
+        };
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry().with(filter);
     match format {
-        LogFormat::Human => b.init(),
-        LogFormat::Json => b.json().init(),
+        LogFormat::Human => registry.with(fmt).init(),
+        LogFormat::Json => registry.with(fmt.json()).init(),
     }
 }
 

@@ -13,6 +13,7 @@ pub mod listener;
 pub mod pick;
 pub mod pool;
 pub mod proxy;
+mod shards;
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
@@ -20,7 +21,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
-use tokio::net::TcpListener;
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -31,7 +33,7 @@ pub use pool::{Admin, LastCheck, ServerState};
 pub use proxy::Mode;
 
 use crate::health::{self, CheckTiming, Probe};
-use listener::{Acceptor, Ctx, Listener};
+use listener::{Acceptor, Ctx, ListenSock, Listener};
 use pool::Server;
 
 /// Errors from start and reload. Nothing is changed when one is returned.
@@ -180,7 +182,7 @@ impl Balancer {
             (addr, Some(s)) => Some((addr, s)),
             (_, None) => None,
         };
-        let mut socks: Vec<Arc<TcpListener>> = Vec::with_capacity(new.len());
+        let mut socks: Vec<Arc<ListenSock>> = Vec::with_capacity(new.len());
         for cfg in &new {
             let same_name = cur
                 .iter()
@@ -206,7 +208,10 @@ impl Balancer {
                 source,
             };
             let std = listener::bind(cfg.bind, cfg.backlog).map_err(err)?;
-            socks.push(Arc::new(TcpListener::from_std(std).map_err(err)?));
+            // SAFETY: the std listener owns its fd and moves into the AsyncFd, so the fd
+            // stays open for as long as it is registered.
+            let sock = unsafe { AsyncFd::register_with_interest(std, Interest::READABLE) };
+            socks.push(Arc::new(sock.map_err(|e| err(e.into()))?));
         }
         // 2. Apply.
         let mut next: Vec<Arc<Listener>> = Vec::with_capacity(new.len());
@@ -236,7 +241,7 @@ impl Balancer {
         Ok(())
     }
 
-    fn new_listener(&self, cfg: ListenConfig, sock: Arc<TcpListener>) -> Arc<Listener> {
+    fn new_listener(&self, cfg: ListenConfig, sock: Arc<ListenSock>) -> Arc<Listener> {
         let servers: Vec<Arc<Server>> = cfg
             .servers
             .iter()
@@ -264,7 +269,7 @@ impl Balancer {
         l
     }
 
-    fn update_listener(&self, l: &Arc<Listener>, cfg: ListenConfig, sock: Arc<TcpListener>) {
+    fn update_listener(&self, l: &Arc<Listener>, cfg: ListenConfig, sock: Arc<ListenSock>) {
         let old = l.config();
         if *old == cfg {
             return;

@@ -19,7 +19,7 @@
 use std::io;
 use std::net::Shutdown;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -75,11 +75,15 @@ pub trait Meter: Sync {
 /// that vanished without FIN or RST is noticed within minutes, not at the idle timeout.
 pub fn tune_socket(s: &TcpStream) {
     let _ = s.set_nodelay(true);
-    let ka = TcpKeepalive::new()
+    let _ = SockRef::from(s).set_tcp_keepalive(&keepalive());
+}
+
+/// First probe after 60 s of silence, then every 10 s; dead after 6 unanswered.
+pub fn keepalive() -> TcpKeepalive {
+    TcpKeepalive::new()
         .with_time(Duration::from_secs(60))
         .with_interval(Duration::from_secs(10))
-        .with_retries(6);
-    let _ = SockRef::from(s).set_tcp_keepalive(&ka);
+        .with_retries(6)
 }
 
 /// Moves bytes until both directions have seen EOF, an error occurs, or a side idles out.
@@ -93,7 +97,10 @@ pub async fn pump(
     let start = Instant::now();
     let act_client = AtomicU64::new(0);
     let act_server = AtomicU64::new(0);
-    let clock = Clock { start };
+    let one_done = AtomicBool::new(false);
+    let clock = Clock {
+        start_ms: coarse_ms(),
+    };
     let up = Dir {
         src: client,
         dst: server,
@@ -102,6 +109,7 @@ pub async fn pump(
         clock: &clock,
         to_server: true,
         meter,
+        one_done: &one_done,
     };
     let down = Dir {
         src: server,
@@ -111,6 +119,7 @@ pub async fn pump(
         clock: &clock,
         to_server: false,
         meter,
+        one_done: &one_done,
     };
     let both = async {
         match mode {
@@ -138,14 +147,27 @@ pub async fn pump(
     }
 }
 
+/// Activity stamps, in ms since the connection started, from the coarse monotonic clock:
+/// several stamps per request, and the coarse clock is a plain memory read (vDSO, no
+/// TSC), precise to a scheduler tick (≤ 4 ms), which is plenty for idle timeouts.
 struct Clock {
-    start: Instant,
+    start_ms: u64,
 }
 
 impl Clock {
     fn touch(&self, a: &AtomicU64) {
-        a.store(self.start.elapsed().as_millis() as u64, Relaxed);
+        a.store(coarse_ms().saturating_sub(self.start_ms), Relaxed);
     }
+}
+
+fn coarse_ms() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid, writable timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
 }
 
 struct Dir<'a> {
@@ -157,6 +179,8 @@ struct Dir<'a> {
     clock: &'a Clock,
     to_server: bool,
     meter: &'a dyn Meter,
+    /// Set by the first direction to reach EOF.
+    one_done: &'a AtomicBool,
 }
 
 fn would_block(e: &io::Error) -> bool {
@@ -164,8 +188,12 @@ fn would_block(e: &io::Error) -> bool {
 }
 
 impl Dir<'_> {
-    /// Passes the EOF on: shut down the write side of the destination.
+    /// Passes the EOF on: shut down the write side of the destination. The second EOF
+    /// needs no shutdown: both sockets are closed right after, which sends the FIN.
     fn eof(&self) -> io::Result<()> {
+        if self.one_done.swap(true, Relaxed) {
+            return Ok(());
+        }
         match SockRef::from(self.dst).shutdown(Shutdown::Write) {
             Err(e) if e.kind() != io::ErrorKind::NotConnected => Err(e),
             _ => Ok(()),
