@@ -158,6 +158,11 @@ pub(crate) async fn accept_loop(
             _ = stop.cancelled() => return,
             r = accept(&sock) => match r {
                 Ok(x) => x,
+                // A client that reset while waiting in the backlog: only that one is lost.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ECONNABORTED | libc::EPROTO | libc::EINTR)) => {
+                    tracing::debug!(listener = %l.name, "accept: {e}");
+                    continue;
+                }
                 Err(e) => {
                     // EMFILE, ENFILE, ENOBUFS...: back off instead of spinning.
                     tracing::warn!(listener = %l.name, "accept: {e}");
