@@ -865,3 +865,49 @@ async fn reload_keeps_unchanged_servers_and_their_connections() {
         "a lost its counters"
     );
 }
+
+/// The proxy's two sockets of one connection, as `ss` shows them: the accepted one (source
+/// port = the listener's) and the one to the server (destination port = the backend's).
+fn proxy_sockets(listen_port: u16, backend_port: u16) -> Vec<String> {
+    let out = std::process::Command::new("ss")
+        .args(["-tnoH", "state", "established"])
+        .arg(format!(
+            "( sport = :{listen_port} or dport = :{backend_port} )"
+        ))
+        .output()
+        .expect("ss (iproute2) runs");
+    assert!(out.status.success(), "ss failed: {out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_stays_open_gets_keepalive_on_both_sides() {
+    let be = Backend::start("127.0.0.1", Some("a")).await;
+    let b = Balancer::start(vec![listen("ka", vec![server("a", be.addr)])])
+        .await
+        .unwrap();
+    let addr = b.local_addr("ka").unwrap();
+    let (name, mut s) = hello(addr).await;
+    assert_eq!(name, "a");
+    // The client side has it from the start (inherited from the listener)...
+    let socks = proxy_sockets(addr.port(), be.addr.port());
+    assert_eq!(socks.len(), 2, "{socks:?}");
+    let client_side: Vec<_> = socks
+        .iter()
+        .filter(|l| l.contains(&format!(":{} ", addr.port())))
+        .collect();
+    assert_eq!(client_side.len(), 1, "{socks:?}");
+    assert!(client_side[0].contains("timer:(keepalive"), "{socks:?}");
+    // ...the server side once the connection has lived a second, so that a backend that
+    // vanishes without FIN or RST is noticed by probes, not only at server_timeout.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let socks = proxy_sockets(addr.port(), be.addr.port());
+    assert_eq!(socks.len(), 2, "{socks:?}");
+    for l in &socks {
+        assert!(l.contains("timer:(keepalive"), "no keepalive: {l}");
+    }
+    assert!(echo_ok(&mut s, b"still here").await);
+}

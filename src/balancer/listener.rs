@@ -19,10 +19,18 @@ use super::pool::{Counters, Pool, Server};
 use super::proxy::{self, End, Meter, Mode, Timeouts};
 use super::shards::Shards;
 
-/// A listening socket as the accept loop waits on it: readiness from the daemon's runtime,
-/// accept4(2) by hand, so an accepted socket is registered only with the connection thread
-/// that serves it.
-pub(crate) type ListenSock = AsyncFd<std::net::TcpListener>;
+/// A bound listening socket. Every connection thread waits on it in its own epoll and
+/// accepts with accept4(2), so a connection is accepted and served on one thread.
+pub(crate) type ListenSock = std::net::TcpListener;
+
+/// The shared listening socket as one connection thread's AsyncFd registers it.
+struct SharedSock(Arc<ListenSock>);
+
+impl AsRawFd for SharedSock {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.0.as_raw_fd()
+    }
+}
 
 /// Binds a listening socket: SO_REUSEADDR, IP_FREEBIND (so a VIP that this node does not
 /// hold yet can be bound), non-blocking, with `backlog`. TCP_NODELAY and the keepalive
@@ -105,7 +113,7 @@ impl Listener {
             .unwrap_or_else(|p| p.into_inner())
             .sock
             .as_ref()
-            .and_then(|s| s.get_ref().local_addr().ok())
+            .and_then(|s| s.local_addr().ok())
     }
 
     /// Changes maxconn for new connections: adds permits, or forgets them as they come free.
@@ -128,7 +136,7 @@ impl Listener {
         let a = self.acceptor.lock().unwrap_or_else(|p| p.into_inner());
         // listen(2) again on a listening socket changes its backlog on Linux.
         let Some(sock) = &a.sock else { return };
-        let _ = SockRef::from(sock.get_ref()).listen(backlog.min(i32::MAX as u32) as i32);
+        let _ = SockRef::from(&**sock).listen(backlog.min(i32::MAX as u32) as i32);
     }
 }
 
@@ -141,14 +149,51 @@ pub(crate) struct Ctx {
     pub tracker: TaskTracker,
 }
 
+/// Starts accepting on `sock` until `stop` fires: one accept loop per connection thread,
+/// each waiting on the socket in its own epoll, so that the thread that accepts a
+/// connection usually serves it too (see [`Shards::place`]). Without connection threads,
+/// the loop runs on the caller's runtime.
+pub(crate) fn start_accepting(
+    l: &Arc<Listener>,
+    sock: &Arc<ListenSock>,
+    stop: &CancellationToken,
+    ctx: &Ctx,
+) {
+    let shards = Shards::get().all();
+    if shards.is_empty() {
+        tokio::spawn(accept_loop(
+            l.clone(),
+            sock.clone(),
+            stop.clone(),
+            ctx.clone(),
+            None,
+        ));
+    }
+    for (i, s) in shards.iter().enumerate() {
+        let run = accept_loop(l.clone(), sock.clone(), stop.clone(), ctx.clone(), Some(i));
+        s.handle.spawn(run);
+    }
+}
+
 /// Accepts until `stop` fires. Each accepted connection runs in its own task holding a
-/// maxconn permit.
-pub(crate) async fn accept_loop(
+/// maxconn permit, on this connection thread (`shard`) or the one it is placed on.
+async fn accept_loop(
     l: Arc<Listener>,
     sock: Arc<ListenSock>,
     stop: CancellationToken,
     ctx: Ctx,
+    shard: Option<usize>,
 ) {
+    // SAFETY: SharedSock holds the listener, so its fd stays open while it is registered.
+    let sock =
+        unsafe { AsyncFd::register_with_interest(SharedSock(sock), tokio::io::Interest::READABLE) };
+    let sock = match sock {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(listener = %l.name, "cannot wait on the listening socket: {e}");
+            return;
+        }
+    };
     loop {
         let permit = tokio::select! {
             _ = stop.cancelled() => return,
@@ -172,7 +217,8 @@ pub(crate) async fn accept_loop(
             },
         };
         let (l2, ctx2) = (l.clone(), ctx.clone());
-        let run = async move {
+        let run = |counted| async move {
+            let _counted = counted;
             // Registers the socket with the epoll of the thread this runs on.
             let stream = match TcpStream::from_std(stream) {
                 Ok(s) => s,
@@ -186,15 +232,26 @@ pub(crate) async fn accept_loop(
                 _ = serve(&l2, stream, peer, permit, ctx2.mode) => {}
             }
         };
-        match Shards::get().next() {
-            Some(shard) => ctx.tracker.spawn_on(run, shard),
-            None => ctx.tracker.spawn(run),
-        };
+        match shard {
+            Some(here) => {
+                let shards = Shards::get();
+                let (at, counted) = shards.place(here);
+                if at == here {
+                    ctx.tracker.spawn(run(Some(counted)));
+                } else {
+                    ctx.tracker
+                        .spawn_on(run(Some(counted)), &shards.all()[at].handle);
+                }
+            }
+            None => {
+                ctx.tracker.spawn(run(None));
+            }
+        }
     }
 }
 
 /// One accept4(2), non-blocking and close-on-exec, when the listener is readable.
-async fn accept(sock: &ListenSock) -> io::Result<(std::net::TcpStream, SocketAddr)> {
+async fn accept(sock: &AsyncFd<SharedSock>) -> io::Result<(std::net::TcpStream, SocketAddr)> {
     loop {
         let mut ready = sock.readable().await?;
         let r = ready.try_io(|s| {
@@ -277,8 +334,9 @@ async fn serve(
     // `pick` counted it active; this guard undoes that at the end.
     let _sa = Active(&server.counters);
     server.counters.total.fetch_add(1, Relaxed);
-    // The client socket inherited these settings from the listener.
-    proxy::tune_socket(&upstream);
+    // No Nagle delay on what we pass on. The client socket inherited this from the listener;
+    // keepalive comes later (see `proxy::KEEPALIVE_AFTER`).
+    let _ = upstream.set_nodelay(true);
     let t = Timeouts {
         client: cfg.client_timeout,
         server: cfg.server_timeout,

@@ -21,8 +21,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
-use tokio::io::unix::AsyncFd;
-use tokio::io::Interest;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -207,11 +205,9 @@ impl Balancer {
                 addr: cfg.bind,
                 source,
             };
-            let std = listener::bind(cfg.bind, cfg.backlog).map_err(err)?;
-            // SAFETY: the std listener owns its fd and moves into the AsyncFd, so the fd
-            // stays open for as long as it is registered.
-            let sock = unsafe { AsyncFd::register_with_interest(std, Interest::READABLE) };
-            socks.push(Arc::new(sock.map_err(|e| err(e.into()))?));
+            socks.push(Arc::new(
+                listener::bind(cfg.bind, cfg.backlog).map_err(err)?,
+            ));
         }
         // 2. Apply.
         let mut next: Vec<Arc<Listener>> = Vec::with_capacity(new.len());
@@ -265,7 +261,7 @@ impl Balancer {
         for s in &servers {
             start_check(s, check.as_ref(), &checks);
         }
-        tokio::spawn(listener::accept_loop(l.clone(), sock, stop, self.ctx()));
+        listener::start_accepting(&l, &sock, &stop, &self.ctx());
         l
     }
 
@@ -286,7 +282,7 @@ impl Balancer {
                     configured: cfg.bind,
                     stop: stop.clone(),
                 };
-                tokio::spawn(listener::accept_loop(l.clone(), sock, stop, self.ctx()));
+                listener::start_accepting(l, &sock, &stop, &self.ctx());
             }
         }
         if old.backlog != cfg.backlog {

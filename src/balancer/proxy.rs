@@ -14,7 +14,7 @@
 //!
 //! Timeouts: the client side is idle when nothing was read from or written to the client for
 //! `client_timeout`; the server side likewise with `server_timeout`. Either one closes the
-//! connection. Vanished peers are also caught by TCP keepalive (see `tune_socket`).
+//! connection. Vanished peers are also caught by TCP keepalive (see [`keepalive`]).
 
 use std::io;
 use std::net::Shutdown;
@@ -71,20 +71,21 @@ pub trait Meter: Sync {
     fn bytes(&self, to_server: bool, n: u64);
 }
 
-/// Sets the socket options every proxied socket gets: no Nagle delay, and keepalive so a peer
-/// that vanished without FIN or RST is noticed within minutes, not at the idle timeout.
-pub fn tune_socket(s: &TcpStream) {
-    let _ = s.set_nodelay(true);
-    let _ = SockRef::from(s).set_tcp_keepalive(&keepalive());
-}
-
-/// First probe after 60 s of silence, then every 10 s; dead after 6 unanswered.
+/// Keepalive on both sockets of a connection, so a peer that vanished without FIN or RST is
+/// noticed within minutes, not at the idle timeout: first probe after 60 s of silence, then
+/// every 10 s; dead after 6 unanswered. The client socket inherits it from the listener; the
+/// server socket gets it once the connection has lived [`KEEPALIVE_AFTER`].
 pub fn keepalive() -> TcpKeepalive {
     TcpKeepalive::new()
         .with_time(Duration::from_secs(60))
         .with_interval(Duration::from_secs(10))
         .with_retries(6)
 }
+
+/// When the server socket of a connection gets [`keepalive`]. A connection that ends sooner
+/// never needs it (its first probe would come after 60 s), and most end sooner: this saves
+/// four setsockopt calls on each of them.
+pub const KEEPALIVE_AFTER: Duration = Duration::from_secs(1);
 
 /// Moves bytes until both directions have seen EOF, an error occurs, or a side idles out.
 pub async fn pump(
@@ -128,6 +129,7 @@ pub async fn pump(
         }
     };
     let watchdog = async {
+        let mut keepalive_at = Some(start + KEEPALIVE_AFTER);
         loop {
             let c = start + Duration::from_millis(act_client.load(Relaxed)) + t.client;
             let s = start + Duration::from_millis(act_server.load(Relaxed)) + t.server;
@@ -138,7 +140,11 @@ pub async fn pump(
             if now >= s {
                 return End::ServerIdle;
             }
-            tokio::time::sleep_until(c.min(s)).await;
+            if keepalive_at.is_some_and(|at| now >= at) {
+                let _ = SockRef::from(server).set_tcp_keepalive(&keepalive());
+                keepalive_at = None;
+            }
+            tokio::time::sleep_until(keepalive_at.map_or(c.min(s), |at| at.min(c).min(s))).await;
         }
     };
     tokio::select! {
@@ -293,7 +299,7 @@ impl Dir<'_> {
         let mut burst = 0usize;
         let (src_fd, dst_fd) = (self.src.as_raw_fd(), self.dst.as_raw_fd());
         loop {
-            self.src.readable().await?;
+            let ready = self.src.ready(Interest::READABLE).await?;
             if !bulk {
                 let mut rest = Vec::new();
                 let n = match self.read_small(&mut rest)? {
@@ -320,6 +326,11 @@ impl Dir<'_> {
                     }
                 }
                 if n < SCRATCH {
+                    // The source had sent its FIN before this read and the read came up
+                    // short: that was the last of the stream. Saves a read that returns 0.
+                    if ready.is_read_closed() {
+                        return self.eof();
+                    }
                     continue;
                 }
                 bulk = true;
