@@ -89,6 +89,7 @@ fn start(i: usize) -> Option<Handle> {
     let spawned = std::thread::Builder::new()
         .name(format!("hapair-conn-{i}"))
         .spawn(move || {
+            super::pool::Striped::use_stripe(i);
             let rt = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
