@@ -379,19 +379,10 @@ async fn dropped_before_first_byte(
     loop {
         tokio::select! {
             biased;
-            r = client.readable() => {
-                if r.is_err() {
-                    return None;
-                }
-                let peeked = client.try_io(tokio::io::Interest::READABLE, || {
-                    let mut b = [std::mem::MaybeUninit::<u8>::uninit(); 1];
-                    socket2::SockRef::from(client).peek(&mut b)
-                });
-                // Readiness without data is not the client speaking.
-                if !matches!(&peeked, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock) {
-                    return None;
-                }
-            }
+            // Nothing has read from the client socket yet, so its read readiness comes
+            // from epoll itself: data, its FIN or its reset. None of these can be replayed
+            // elsewhere, and no peek is needed to tell.
+            _ = client.readable() => return None,
             r = server.readable() => {
                 if let Err(e) = r {
                     return Some(format!("server failed before the first byte: {e}"));
@@ -411,6 +402,32 @@ async fn dropped_before_first_byte(
             _ = tokio::time::sleep_until(deadline) => return None,
         }
     }
+}
+
+/// A non-blocking connect to `addr`. Unlike tokio's `TcpStream::connect`, success is read from
+/// the readiness epoll reports (writable, no error, no hang-up), which saves its
+/// getsockopt(SO_ERROR) on every connection; SO_ERROR is read only for a failure's cause.
+async fn connect_to(addr: SocketAddr) -> io::Result<TcpStream> {
+    let sock = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM.nonblocking().cloexec(),
+        Some(Protocol::TCP),
+    )?;
+    match sock.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    let stream = TcpStream::from_std(sock.into())?;
+    let ready = stream
+        .ready(tokio::io::Interest::WRITABLE | tokio::io::Interest::ERROR)
+        .await?;
+    if ready.is_error() || ready.is_write_closed() {
+        return Err(stream
+            .take_error()?
+            .unwrap_or_else(|| io::ErrorKind::ConnectionRefused.into()));
+    }
+    Ok(stream)
 }
 
 /// Connects to a server, retrying `retries` times: on another server when `redispatch` is on
@@ -442,18 +459,15 @@ async fn connect(
         if attempt > 0 {
             l.counters.retries.fetch_add(1, Relaxed);
         }
-        let err =
-            match tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(server.cfg.addr))
-                .await
-            {
-                Ok(Ok(s)) => match dropped_before_first_byte(client, &s, cfg.connect_timeout).await
-                {
-                    None => return Some((server, s)),
-                    Some(e) => e,
-                },
-                Ok(Err(e)) => e.to_string(),
-                Err(_) => format!("connect timeout after {:?}", cfg.connect_timeout),
-            };
+        let err = match tokio::time::timeout(cfg.connect_timeout, connect_to(server.cfg.addr)).await
+        {
+            Ok(Ok(s)) => match dropped_before_first_byte(client, &s, cfg.connect_timeout).await {
+                None => return Some((server, s)),
+                Some(e) => e,
+            },
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("connect timeout after {:?}", cfg.connect_timeout),
+        };
         server.counters.active.fetch_sub(1, Relaxed);
         server.counters.connect_failures.fetch_add(1, Relaxed);
         l.counters.connect_failures.fetch_add(1, Relaxed);
