@@ -11,7 +11,7 @@
 //! thread that accepted it unless that thread already serves [`SLACK`] more connections than
 //! the least loaded one (see [`Shards::place`]). Staying saves a cross-thread wake-up on
 //! the way to the server: with the hand-over on every connection, new connections/s were
-//! 0.89×–0.92× haproxy's; accepting where served, 0.97×–0.98×. The placement rule keeps
+//! 0.89×–0.92× haproxy's; accepting where served, 0.97×–1.00×. The placement rule keeps
 //! a burst of connections (wrk opening 50 at once) from piling up on one thread.
 
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};

@@ -24,8 +24,9 @@
 //! every path to the echo and must come back with the same SHA-256; iperf3 must report no
 //! error; every HTTP answer must be a 200.
 //!
-//! The tables print medians over trials, (min–max), and the ratios hapair/haproxy and
-//! hapair/direct. `--out DIR` writes `bench-balancer.json` with every sample.
+//! The tables print medians over trials, (min–max), the ratios hapair/haproxy and
+//! hapair/direct of those medians, and the median (min–max) of the trial-by-trial ratio
+//! hapair/haproxy. `--out DIR` writes `bench-balancer.json` with every sample.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -929,6 +930,24 @@ fn ratio(a: Option<f64>, b: Option<f64>) -> String {
     }
 }
 
+/// hapair/haproxy trial by trial: median (min–max). The three paths of one trial run back to
+/// back, so this pairing cancels the machine's drift between trials that the ratio of the
+/// medians still carries.
+fn paired(h: &[f64], x: &[f64]) -> String {
+    let r: Vec<f64> = h
+        .iter()
+        .zip(x)
+        .filter(|(_, x)| **x > 0.0)
+        .map(|(h, x)| h / x)
+        .collect();
+    let Some(m) = median(&r) else {
+        return "-".into();
+    };
+    let lo = r.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = r.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    format!("{m:.2}× ({lo:.2}–{hi:.2})")
+}
+
 /// (max − min) / median over trials, in percent.
 fn spread(v: &[f64]) -> Option<f64> {
     let m = median(v)?;
@@ -961,19 +980,26 @@ fn render(r: &Report) -> String {
     );
     let _ = writeln!(
         t,
-        "{:<30} {:>24} {:>24} {:>24} {:>15} {:>14}",
-        "measure", "direct", "haproxy", "hapair", "hapair/haproxy", "hapair/direct"
+        "{:<30} {:>24} {:>24} {:>24} {:>15} {:>14} {:>22}",
+        "measure",
+        "direct",
+        "haproxy",
+        "hapair",
+        "hapair/haproxy",
+        "hapair/direct",
+        "per trial h/haproxy"
     );
     for (name, get, prec, _) in rows {
         let _ = writeln!(
             t,
-            "{:<30} {:>24} {:>24} {:>24} {:>15} {:>14}",
+            "{:<30} {:>24} {:>24} {:>24} {:>15} {:>14} {:>22}",
             name,
             cell(get(d), prec),
             cell(get(x), prec),
             cell(get(h), prec),
             ratio(median(get(h)), median(get(x))),
             ratio(median(get(h)), median(get(d))),
+            paired(get(h), get(x)),
         );
     }
     let pct = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.0}%"));
@@ -1049,6 +1075,16 @@ fn render(r: &Report) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pairs_ratios_trial_by_trial() {
+        // The medians alone give 3/2 = 1.50×; trial by trial hapair was ahead only once.
+        assert_eq!(
+            paired(&[1.0, 3.0, 5.0], &[2.0, 4.0, 2.0]),
+            "0.75× (0.50–2.50)"
+        );
+        assert_eq!(paired(&[], &[]), "-");
+    }
 
     #[test]
     fn parses_wrk_output() {
