@@ -171,6 +171,7 @@ pub(crate) fn start_accepting(
             kills,
         );
         tokio::spawn(run);
+        return;
     }
     // A connection polls its kill token at every wake-up, and polling takes the token's
     // lock: a token per thread keeps that lock on one CPU instead of bouncing between them.

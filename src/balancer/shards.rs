@@ -61,17 +61,23 @@ impl Shards {
     /// serves at least [`SLACK`] fewer; then the least loaded. The returned guard counts the
     /// connection on that thread until dropped.
     pub fn place(&'static self, here: usize) -> (usize, Counted) {
-        let load = |i: usize| self.shards[i].conns.load(Relaxed);
-        let least = (0..self.shards.len())
-            .min_by_key(|&i| load(i))
-            .unwrap_or(here);
-        let at = if load(here) >= load(least) + SLACK {
-            least
-        } else {
-            here
-        };
+        let at = placement(
+            here,
+            |i| self.shards[i].conns.load(Relaxed),
+            self.shards.len(),
+        );
         self.shards[at].conns.fetch_add(1, Relaxed);
         (at, Counted(&self.shards[at].conns))
+    }
+}
+
+/// The rule of [`Shards::place`] over `n` threads with loads `load(i)`.
+fn placement(here: usize, load: impl Fn(usize) -> usize, n: usize) -> usize {
+    let least = (0..n).min_by_key(|&i| load(i)).unwrap_or(here);
+    if load(here) >= load(least) + SLACK {
+        least
+    } else {
+        here
     }
 }
 
@@ -108,4 +114,38 @@ fn start(i: usize) -> Option<Handle> {
         return None;
     }
     rx.recv().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Places `k` connections that all arrive on thread 0 (a burst it accepts alone).
+    fn burst(k: usize, n: usize) -> Vec<usize> {
+        let mut loads = vec![0usize; n];
+        for _ in 0..k {
+            let at = placement(0, |i| loads[i], n);
+            loads[at] += 1;
+        }
+        loads
+    }
+
+    #[test]
+    fn a_burst_accepted_by_one_thread_is_spread_within_the_slack() {
+        for n in [1, 2, 4] {
+            let loads = burst(50, n);
+            assert_eq!(loads.iter().sum::<usize>(), 50);
+            let (lo, hi) = (loads.iter().min().unwrap(), loads.iter().max().unwrap());
+            assert!(hi - lo <= SLACK, "{n} threads: {loads:?}");
+        }
+    }
+
+    #[test]
+    fn a_connection_stays_where_accepted_while_loads_are_close() {
+        let loads = [3usize, 2];
+        assert_eq!(placement(0, |i| loads[i], 2), 0);
+        assert_eq!(placement(1, |i| loads[i], 2), 1);
+        let loads = [4usize, 2];
+        assert_eq!(placement(0, |i| loads[i], 2), 1);
+    }
 }
