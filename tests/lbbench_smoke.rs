@@ -40,6 +40,7 @@ fn bench_balancer_smoke() {
         trials: 1,
         secs: 1,
         verbose: false,
+        hold: None,
     };
     let r = lbbench::run_with(&opts).expect("bench balancer runs");
     eprintln!("{}", r.table);

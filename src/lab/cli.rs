@@ -42,6 +42,10 @@ pub enum LabCmd {
         /// Write the figures as JSON into this directory.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// balancer: keep the lab up this many seconds before the trials, for measuring
+        /// by hand (prints the namespace and the ports).
+        #[arg(long, hide = true)]
+        hold: Option<u64>,
     },
     /// A stand-in Impala daemon (used by the lab and the tests).
     #[command(hide = true)]
@@ -62,10 +66,12 @@ pub fn run(cmd: LabCmd) -> ExitCode {
             scenarios,
             daemons,
             out,
+            hold,
         } => match what.as_str() {
             "balancer" => super::lbbench::run(
                 trials.unwrap_or(super::lbbench::DEFAULT_TRIALS),
                 out.as_deref(),
+                hold,
             ),
             _ => super::bench::run(
                 &what,

@@ -116,6 +116,8 @@ pub struct Opts {
     pub secs: u64,
     /// Progress lines on stderr.
     pub verbose: bool,
+    /// Seconds to keep the lab up before the trials, for measuring by hand.
+    pub hold: Option<u64>,
 }
 
 /// Every sample of one path.
@@ -179,12 +181,13 @@ pub fn missing_tools() -> Vec<&'static str> {
 }
 
 /// `hapair lab bench balancer`.
-pub fn run(trials: usize, out: Option<&Path>) -> anyhow::Result<()> {
+pub fn run(trials: usize, out: Option<&Path>, hold: Option<u64>) -> anyhow::Result<()> {
     let opts = Opts {
         bin: std::env::current_exe().context("find the hapair binary")?,
         trials,
         secs: DEFAULT_SECS,
         verbose: true,
+        hold,
     };
     let report = run_with(&opts)?;
     print!("{}", report.table);
@@ -253,6 +256,19 @@ pub fn run_with(opts: &Opts) -> anyhow::Result<Report> {
         hapair.pid(),
         haproxy.pid()
     ));
+    if let Some(secs) = opts.hold {
+        eprintln!(
+            "bench balancer: holding the lab for {secs} s: ip netns exec {} ...; hapair {}..{}, \
+             haproxy {}..{} (iperf, keep-alive, new conns), backends {IPERF_PORT} {:?}",
+            ns.name(),
+            HAPAIR_BASE,
+            HAPAIR_BASE + 2,
+            HAPROXY_BASE,
+            HAPROXY_BASE + 2,
+            HTTP_PORTS
+        );
+        std::thread::sleep(Duration::from_secs(secs));
+    }
     std::thread::sleep(Duration::from_secs(1));
     let mut rss_hapair = Rss::default();
     let mut rss_haproxy = Rss::default();
