@@ -911,3 +911,48 @@ async fn a_connection_that_stays_open_gets_keepalive_on_both_sides() {
     }
     assert!(echo_ok(&mut s, b"still here").await);
 }
+
+/// The name and scheduling policy of each thread of this process, as `/proc/self/task/*`
+/// shows them (policy 0 = SCHED_OTHER, 3 = SCHED_BATCH).
+fn thread_policies() -> Vec<(String, u32)> {
+    let mut out = Vec::new();
+    for t in std::fs::read_dir("/proc/self/task").expect("/proc/self/task") {
+        let dir = t.expect("task entry").path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        let sched = std::fs::read_to_string(dir.join("sched")).expect("sched");
+        let policy = sched
+            .lines()
+            .find_map(|l| l.strip_prefix("policy"))
+            .and_then(|v| v.trim_start_matches([' ', ':']).trim().parse().ok())
+            .expect("a policy line");
+        out.push((comm.trim().to_string(), policy));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_threads_run_as_sched_batch_and_nothing_else_does() {
+    let be = Backend::start("127.0.0.1", Some("a")).await;
+    let b = Balancer::start(vec![listen("sb", vec![server("a", be.addr)])])
+        .await
+        .unwrap();
+    let addr = b.local_addr("sb").unwrap();
+    let (name, mut s) = hello(addr).await;
+    assert_eq!(name, "a");
+    assert!(echo_ok(&mut s, b"batch").await);
+    // What `ps -eLo tid,class,comm` shows an operator: B for the connection threads.
+    let threads = thread_policies();
+    let (conn, others): (Vec<_>, Vec<_>) = threads
+        .iter()
+        .partition(|(name, _)| name.starts_with("hapair-conn-"));
+    assert!(!conn.is_empty(), "no connection threads: {threads:?}");
+    for (name, policy) in &conn {
+        assert_eq!(*policy, libc::SCHED_BATCH as u32, "{name}");
+    }
+    // Every other thread (the test's runtime here; the daemon's runtime and its heartbeat
+    // thread in `hapair run`) keeps the default policy.
+    assert!(others.len() >= 2, "{threads:?}");
+    for (name, policy) in &others {
+        assert_eq!(*policy, libc::SCHED_OTHER as u32, "{name}");
+    }
+}

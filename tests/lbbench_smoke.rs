@@ -59,6 +59,8 @@ fn bench_balancer_smoke() {
             ("1-stream Gbit/s", &s.gbit_1),
             ("4-stream Gbit/s", &s.gbit_4),
             ("req/s", &s.rps),
+            ("req/s, haproxy backend", &s.rps_hx),
+            ("p99, haproxy backend", &s.p99_hx_ms),
             ("p99", &s.p99_ms),
             ("conns/s", &s.conns_per_s),
         ] {
@@ -70,6 +72,7 @@ fn bench_balancer_smoke() {
     for row in [
         "throughput 1 stream",
         "keep-alive req/s",
+        "to haproxy backend: req/s",
         "new connections/s",
         "RSS idle",
     ] {

@@ -3,18 +3,21 @@
 //! Everything runs on the loopback of one lab namespace (`hp<pid>-<lab>-lb`, which also holds
 //! `eth1` 192.0.2.11/24 so that `hapair run` has a pair interface):
 //!
-//! - backends: `iperf3 -s` on 5201, and a keep-alive HTTP responder (in this process, two
+//! - backends: `iperf3 -s` on 5201, a keep-alive HTTP responder (in this process, two
 //!   ports, 8080 and 8081) that answers `ok`, honours `Connection: close`, and echoes a
-//!   request body back;
-//! - `hapair run` as a real process, three listeners: 10001 → iperf3 (roundrobin),
-//!   10002 → HTTP (leastconn, keep-alive), 10003 → HTTP (roundrobin, new connections);
-//! - `haproxy -db` with the same three listeners in `mode tcp` on 20001..20003.
+//!   request body back, and a second HTTP backend of another make: haproxy in `mode http`
+//!   answering `ok` on 8090 and 8091 (how a proxy's threads share 2 busy CPUs with the
+//!   backend's depends on the backend: see `balancer::shards::batch_policy`);
+//! - `hapair run` as a real process, four listeners: 10001 → iperf3 (roundrobin),
+//!   10002 → HTTP (leastconn, keep-alive), 10003 → HTTP (roundrobin, new connections),
+//!   10004 → the haproxy HTTP backend (leastconn, keep-alive);
+//! - `haproxy -db` with the same four listeners in `mode tcp` on 20001..20004.
 //!
 //! Per trial, each measure runs over the three paths (direct, haproxy, hapair), the path order
 //! rotating from trial to trial so that neither proxy always goes first:
 //!
 //! 1. `iperf3 -c` with 1 stream, then with 4 streams (`-P 4`): Gbit/s received;
-//! 2. `wrk -t2 -c50 --latency`: requests/s, p50 and p99;
+//! 2. `wrk -t2 -c50 --latency`: requests/s, p50 and p99, to each of the two HTTP backends;
 //! 3. new connections: 4 threads, each a loop of connect, `GET` with `Connection: close`,
 //!    read to EOF, check the answer, close: connections/s and failures.
 //!
@@ -53,7 +56,10 @@ pub const DEFAULT_SECS: u64 = 5;
 
 const IPERF_PORT: u16 = 5201;
 const HTTP_PORTS: [u16; 2] = [8080, 8081];
-/// First port of each proxy's three listeners: +0 iperf, +1 keep-alive HTTP, +2 new conns.
+/// The haproxy `mode http` backend.
+const HX_HTTP_PORTS: [u16; 2] = [8090, 8091];
+/// First port of each proxy's four listeners: +0 iperf, +1 keep-alive HTTP, +2 new conns,
+/// +3 keep-alive to the haproxy HTTP backend.
 const HAPAIR_BASE: u16 = 10001;
 const HAPROXY_BASE: u16 = 20001;
 /// Threads of the new-connections loop.
@@ -97,6 +103,14 @@ impl Path3 {
         }
     }
 
+    fn keepalive_hx_port(self) -> u16 {
+        match self {
+            Path3::Direct => HX_HTTP_PORTS[0],
+            Path3::Haproxy => HAPROXY_BASE + 3,
+            Path3::Hapair => HAPAIR_BASE + 3,
+        }
+    }
+
     fn conn_port(self) -> u16 {
         match self {
             Path3::Direct => HTTP_PORTS[0],
@@ -128,6 +142,10 @@ pub struct PathSamples {
     pub rps: Vec<f64>,
     pub p50_ms: Vec<f64>,
     pub p99_ms: Vec<f64>,
+    /// wrk to the haproxy HTTP backend.
+    pub rps_hx: Vec<f64>,
+    pub p50_hx_ms: Vec<f64>,
+    pub p99_hx_ms: Vec<f64>,
     pub conns_per_s: Vec<f64>,
     /// Failed new connections (connect, read, or a wrong answer), over all trials.
     pub conn_failures: u64,
@@ -229,6 +247,7 @@ pub fn run_with(opts: &Opts) -> anyhow::Result<Report> {
     // Backends.
     let _iperf = spawn_quiet(&ns, "iperf3", &["-s", "-p", &IPERF_PORT.to_string()], None)?;
     let http = HttpBackend::start(&ns)?;
+    let hx_backend = start_haproxy_backend(&ns, dir.path())?;
 
     // The proxies.
     let hapair = start_hapair(opts, &ns, dir.path())?;
@@ -248,6 +267,12 @@ pub fn run_with(opts: &Opts) -> anyhow::Result<Report> {
         wait_port(&ns, port, Duration::from_secs(10)).with_context(|| {
             let log = std::fs::read_to_string(dir.path().join(format!("{name}.log")));
             format!("{name} did not start: {}", log.unwrap_or_default().trim())
+        })?;
+    }
+    for port in HX_HTTP_PORTS {
+        wait_port(&ns, port, Duration::from_secs(10)).with_context(|| {
+            let log = std::fs::read_to_string(dir.path().join("haproxy-backend.log"));
+            format!("the haproxy HTTP backend did not start: {}", log.unwrap_or_default().trim())
         })?;
     }
     wait_iperf(&ns)?;
@@ -303,21 +328,34 @@ pub fn run_with(opts: &Opts) -> anyhow::Result<Report> {
                 say(&format!("  iperf3 -P {streams} {:>7}: {r:.2?}", p.name()));
             }
         }
-        for p in order {
-            let w = wrk(&ns, p.keepalive_port(), opts.secs)?;
-            let s = paths.get_mut(&p).context("path")?;
-            s.rps.push(w.rps);
-            s.p50_ms.push(w.p50_ms);
-            s.p99_ms.push(w.p99_ms);
-            s.http_errors += w.errors;
-            say(&format!(
-                "  wrk {:>7}: {:.0} req/s p50 {:.3} ms p99 {:.3} ms, {} errors",
-                p.name(),
-                w.rps,
-                w.p50_ms,
-                w.p99_ms,
-                w.errors
-            ));
+        for hx in [false, true] {
+            for p in order {
+                let port = if hx {
+                    p.keepalive_hx_port()
+                } else {
+                    p.keepalive_port()
+                };
+                let w = wrk(&ns, port, opts.secs)?;
+                let s = paths.get_mut(&p).context("path")?;
+                let (rps, p50, p99) = if hx {
+                    (&mut s.rps_hx, &mut s.p50_hx_ms, &mut s.p99_hx_ms)
+                } else {
+                    (&mut s.rps, &mut s.p50_ms, &mut s.p99_ms)
+                };
+                rps.push(w.rps);
+                p50.push(w.p50_ms);
+                p99.push(w.p99_ms);
+                s.http_errors += w.errors;
+                say(&format!(
+                    "  wrk{} {:>7}: {:.0} req/s p50 {:.3} ms p99 {:.3} ms, {} errors",
+                    if hx { " (haproxy backend)" } else { "" },
+                    p.name(),
+                    w.rps,
+                    w.p50_ms,
+                    w.p99_ms,
+                    w.errors
+                ));
+            }
         }
         for p in order {
             let (rate, failed) = conn_loop(&ns, p.conn_port(), opts.secs)?;
@@ -345,6 +383,9 @@ pub fn run_with(opts: &Opts) -> anyhow::Result<Report> {
     if let Ok(Some(st)) = haproxy.try_wait() {
         bail!("haproxy exited during the bench ({st})");
     }
+    if let Ok(Some(st)) = hx_backend.try_wait() {
+        bail!("the haproxy HTTP backend exited during the bench ({st})");
+    }
 
     let mut report = Report {
         trials: opts.trials,
@@ -358,6 +399,7 @@ pub fn run_with(opts: &Opts) -> anyhow::Result<Report> {
     report.table = render(&report);
     drop(haproxy);
     drop(hapair);
+    drop(hx_backend);
     http.stop();
     drop(ns);
     drop(lab);
@@ -378,6 +420,14 @@ fn spawn_quiet(ns: &Netns, prog: &str, args: &[&str], log: Option<&Path>) -> any
     ns.spawn(c).with_context(|| format!("start {prog}"))
 }
 
+/// Each proxy's listeners: name, port offset from its base, balance, backend ports.
+const LISTENS: [(&str, u16, &str, &[u16]); 4] = [
+    ("bench_iperf", 0, "roundrobin", &[IPERF_PORT]),
+    ("bench_keepalive", 1, "leastconn", &HTTP_PORTS),
+    ("bench_conns", 2, "roundrobin", &HTTP_PORTS),
+    ("bench_keepalive_hx", 3, "leastconn", &HX_HTTP_PORTS),
+];
+
 fn hapair_config(key: &Path) -> String {
     let mut s = format!(
         "[node]\nname = \"bench\"\npriority = 150\nadmin = \"127.0.0.1:9180\"\n\n\
@@ -385,12 +435,7 @@ fn hapair_config(key: &Path) -> String {
          auth_key_file = \"{}\"\nvips = [\"192.0.2.100/24\"]\n",
         key.display()
     );
-    let listens = [
-        ("bench_iperf", 0, "roundrobin", vec![IPERF_PORT]),
-        ("bench_keepalive", 1, "leastconn", HTTP_PORTS.to_vec()),
-        ("bench_conns", 2, "roundrobin", HTTP_PORTS.to_vec()),
-    ];
-    for (name, off, balance, ports) in listens {
+    for (name, off, balance, ports) in LISTENS {
         let servers: Vec<String> = ports
             .iter()
             .enumerate()
@@ -415,12 +460,7 @@ fn haproxy_config(dir: &Path) -> String {
          \x20   timeout server 3600s\n    retries 3\n    option redispatch\n",
         dir.join("haproxy.pid").display()
     );
-    let listens = [
-        ("bench_iperf", 0, "roundrobin", vec![IPERF_PORT]),
-        ("bench_keepalive", 1, "leastconn", HTTP_PORTS.to_vec()),
-        ("bench_conns", 2, "roundrobin", HTTP_PORTS.to_vec()),
-    ];
-    for (name, off, balance, ports) in listens {
+    for (name, off, balance, ports) in LISTENS {
         let _ = write!(
             s,
             "\nlisten {name}\n    bind 127.0.0.1:{}\n    balance {balance}\n",
@@ -457,9 +497,32 @@ fn start_hapair(opts: &Opts, ns: &Netns, dir: &Path) -> anyhow::Result<Proc> {
     ns.spawn(c).context("start hapair run")
 }
 
+/// haproxy as an HTTP server: answers every request `ok` itself, keep-alive unless the
+/// client asks to close.
+fn haproxy_backend_config() -> String {
+    let mut s = String::from(
+        "global\n    maxconn 8000\n\n         defaults\n    mode http\n    timeout connect 5s\n    timeout client 3600s\n         \x20   timeout server 3600s\n\nfrontend bench_backend\n",
+    );
+    for p in HX_HTTP_PORTS {
+        let _ = writeln!(s, "    bind 127.0.0.1:{p}");
+    }
+    s.push_str("    http-request return status 200 content-type text/plain string ok\n");
+    s
+}
+
+fn start_haproxy_backend(ns: &Netns, dir: &Path) -> anyhow::Result<Proc> {
+    start_haproxy_with(ns, dir, "haproxy-backend", &haproxy_backend_config())
+}
+
 fn start_haproxy(ns: &Netns, dir: &Path) -> anyhow::Result<Proc> {
-    let cfg = dir.join("haproxy.cfg");
-    std::fs::write(&cfg, haproxy_config(dir))?;
+    start_haproxy_with(ns, dir, "haproxy", &haproxy_config(dir))
+}
+
+/// Checks `config` with `haproxy -c`, then runs it in the foreground (`-db`), logging to
+/// `<name>.log`.
+fn start_haproxy_with(ns: &Netns, dir: &Path, name: &str, config: &str) -> anyhow::Result<Proc> {
+    let cfg = dir.join(format!("{name}.cfg"));
+    std::fs::write(&cfg, config)?;
     let check = Command::new("haproxy")
         .arg("-c")
         .arg("-f")
@@ -476,7 +539,7 @@ fn start_haproxy(ns: &Netns, dir: &Path) -> anyhow::Result<Proc> {
         ns,
         "haproxy",
         &["-f", &cfg, "-db"],
-        Some(&dir.join("haproxy.log")),
+        Some(&dir.join(format!("{name}.log"))),
     )
 }
 
@@ -974,12 +1037,15 @@ fn spread(v: &[f64]) -> Option<f64> {
 
 fn render(r: &Report) -> String {
     type Get = fn(&PathSamples) -> &Vec<f64>;
-    let rows: [(&str, Get, usize, bool); 6] = [
+    let rows: [(&str, Get, usize, bool); 9] = [
         ("throughput 1 stream, Gbit/s", |s| &s.gbit_1, 2, true),
         ("throughput 4 streams, Gbit/s", |s| &s.gbit_4, 2, true),
         ("keep-alive req/s (wrk -c50)", |s| &s.rps, 0, true),
         ("keep-alive p50, ms", |s| &s.p50_ms, 3, false),
         ("keep-alive p99, ms", |s| &s.p99_ms, 3, false),
+        ("  to haproxy backend: req/s", |s| &s.rps_hx, 0, true),
+        ("  to haproxy backend: p50, ms", |s| &s.p50_hx_ms, 3, false),
+        ("  to haproxy backend: p99, ms", |s| &s.p99_hx_ms, 3, false),
         ("new connections/s", |s| &s.conns_per_s, 0, true),
     ];
     let (d, x, h) = (
@@ -1030,7 +1096,7 @@ fn render(r: &Report) -> String {
     let mb = |kb: u64| format!("{:.1}", kb as f64 / 1024.0);
     let rss_rows = [
         (
-            "RSS idle, 3 listeners, MB",
+            "RSS idle, 4 listeners, MB",
             r.rss_haproxy.idle_kb,
             r.rss_hapair.idle_kb,
         ),
@@ -1077,11 +1143,13 @@ fn render(r: &Report) -> String {
     let m = |v: &Vec<f64>| median(v).unwrap_or(f64::NAN);
     let _ = writeln!(
         t,
-        "goals: 1-stream ≥ 1.5× haproxy: {}; req/s ≥ haproxy: {}; p99 ≤ haproxy: {}; \
-         conns/s ≥ haproxy: {}; RSS idle < 8 MB: {}",
+        "goals: 1-stream ≥ 1.5× haproxy: {}; req/s ≥ haproxy: {} (haproxy backend: {}); \
+         p99 ≤ haproxy: {} (haproxy backend: {}); conns/s ≥ haproxy: {}; RSS idle < 8 MB: {}",
         goal(m(&h.gbit_1) >= 1.5 * m(&x.gbit_1)),
         goal(m(&h.rps) >= m(&x.rps)),
+        goal(m(&h.rps_hx) >= m(&x.rps_hx)),
         goal(m(&h.p99_ms) <= m(&x.p99_ms)),
+        goal(m(&h.p99_hx_ms) <= m(&x.p99_hx_ms)),
         goal(m(&h.conns_per_s) >= m(&x.conns_per_s)),
         goal(r.rss_hapair.idle_kb > 0 && r.rss_hapair.idle_kb < 8 * 1024),
     );
