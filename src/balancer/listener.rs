@@ -52,6 +52,15 @@ pub fn bind(addr: SocketAddr, backlog: u32) -> io::Result<std::net::TcpListener>
     Ok(s.into())
 }
 
+/// Stops a listening socket at once: shutdown(SHUT_RD) on a listener closes it for new
+/// connections on Linux (SYNs get a reset, the backlog is dropped), while connection threads
+/// may still hold the fd for a moment. Their accept loops then see an error and stop.
+pub(crate) fn stop_listening(sock: &ListenSock) {
+    if let Err(e) = SockRef::from(sock).shutdown(std::net::Shutdown::Read) {
+        tracing::debug!("stop listening: {e}");
+    }
+}
+
 /// The accepting part of a listener, swapped when `bind` changes on reload.
 #[derive(Debug)]
 pub(crate) struct Acceptor {
@@ -217,6 +226,8 @@ async fn accept_loop(
                     tracing::debug!(listener = %l.name, "accept: {e}");
                     continue;
                 }
+                // The socket was stopped under us (reload): nothing to report.
+                Err(_) if stop.is_cancelled() => return,
                 Err(e) => {
                     // EMFILE, ENFILE, ENOBUFS...: back off instead of spinning.
                     tracing::warn!(listener = %l.name, "accept: {e}");

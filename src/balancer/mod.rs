@@ -210,6 +210,7 @@ impl Balancer {
             ));
         }
         // 2. Apply.
+        let mut retired: Vec<Arc<ListenSock>> = Vec::new();
         let mut next: Vec<Arc<Listener>> = Vec::with_capacity(new.len());
         for (cfg, sock) in new.into_iter().zip(socks) {
             let old = cur
@@ -218,7 +219,7 @@ impl Balancer {
                 .map(|i| cur.remove(i));
             let l = match old {
                 Some(l) => {
-                    self.update_listener(&l, cfg, sock);
+                    self.update_listener(&l, cfg, sock, &mut retired);
                     l
                 }
                 None => self.new_listener(cfg, sock),
@@ -230,8 +231,20 @@ impl Balancer {
             tracing::info!(listener = %l.name, "listener removed: stops accepting; open connections finish");
             let mut a = lock(&l.acceptor);
             a.stop.cancel();
-            a.sock = None;
+            retired.extend(a.sock.take());
             lock(&l.checks).cancel();
+        }
+        // 4. A socket no listener took over stops listening now, not when the last connection
+        //    thread's accept loop lets go of it: once reload returns, its port refuses.
+        for s in retired {
+            if !next.iter().any(|l| {
+                lock(&l.acceptor)
+                    .sock
+                    .as_ref()
+                    .is_some_and(|k| Arc::ptr_eq(k, &s))
+            }) {
+                listener::stop_listening(&s);
+            }
         }
         *cur = next;
         Ok(())
@@ -265,7 +278,15 @@ impl Balancer {
         l
     }
 
-    fn update_listener(&self, l: &Arc<Listener>, cfg: ListenConfig, sock: Arc<ListenSock>) {
+    /// Applies `cfg` to a listener that keeps its name. A socket it gives up goes to
+    /// `retired`.
+    fn update_listener(
+        &self,
+        l: &Arc<Listener>,
+        cfg: ListenConfig,
+        sock: Arc<ListenSock>,
+        retired: &mut Vec<Arc<ListenSock>>,
+    ) {
         let old = l.config();
         if *old == cfg {
             return;
@@ -276,6 +297,7 @@ impl Balancer {
             let mut a = lock(&l.acceptor);
             if a.configured != cfg.bind || !a.sock.as_ref().is_some_and(|s| Arc::ptr_eq(s, &sock)) {
                 a.stop.cancel();
+                retired.extend(a.sock.take());
                 let stop = self.inner.root.child_token();
                 *a = Acceptor {
                     sock: Some(sock.clone()),

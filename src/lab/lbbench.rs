@@ -272,7 +272,10 @@ pub fn run_with(opts: &Opts) -> anyhow::Result<Report> {
     for port in HX_HTTP_PORTS {
         wait_port(&ns, port, Duration::from_secs(10)).with_context(|| {
             let log = std::fs::read_to_string(dir.path().join("haproxy-backend.log"));
-            format!("the haproxy HTTP backend did not start: {}", log.unwrap_or_default().trim())
+            format!(
+                "the haproxy HTTP backend did not start: {}",
+                log.unwrap_or_default().trim()
+            )
         })?;
     }
     wait_iperf(&ns)?;
@@ -1229,10 +1232,20 @@ mod tests {
     }
 
     #[test]
-    fn both_configs_have_three_listeners() {
+    fn both_configs_have_the_same_four_listeners() {
         let h = hapair_config(Path::new("/k"));
-        assert_eq!(h.matches("[[listen]]").count(), 3);
+        assert_eq!(h.matches("[[listen]]").count(), 4);
         let x = haproxy_config(Path::new("/d"));
-        assert_eq!(x.matches("\nlisten ").count(), 3);
+        assert_eq!(x.matches("\nlisten ").count(), 4);
+        for (name, ..) in LISTENS {
+            assert!(h.contains(&format!("name = \"{name}\"")), "{h}");
+            assert!(x.contains(&format!("listen {name}\n")), "{x}");
+        }
+        // The haproxy HTTP backend listens on the ports the 4th listener sends to.
+        let be = haproxy_backend_config();
+        for p in HX_HTTP_PORTS {
+            assert!(be.contains(&format!("bind 127.0.0.1:{p}\n")), "{be}");
+            assert!(h.contains(&format!("127.0.0.1:{p}")), "{h}");
+        }
     }
 }
