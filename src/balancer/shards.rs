@@ -131,10 +131,12 @@ fn start(i: usize) -> Option<Handle> {
 /// HTTP mode as the backend): hapair's connection threads slept 0.68 times per request
 /// against haproxy's 0.04, at 23–31 k req/s against 34–42 k. Over six interleaved rounds
 /// there: SCHED_OTHER median 33 k req/s, p99 6.5 ms; SCHED_BATCH 34.5 k, p99 4.5 ms
-/// (haproxy 38.5 k, 3.1 ms). Where the threads did not fall into that pattern, SCHED_BATCH
-/// measured the same or 1–4% better (req/s, new conns/s, iperf3). An idle CPU still runs a
-/// woken batch thread at once, so an unloaded proxy answers as fast as before. The
-/// heartbeat thread keeps SCHED_OTHER.
+/// (haproxy 38.5 k, 3.1 ms). Where the threads did not fall into that pattern, req/s, new
+/// conns/s and iperf3 measured the same, but the p99 behind the haproxy backend was 4.2 ms
+/// against 3.75 (8 rounds), likely because with both CPUs held by threads that rarely sleep,
+/// a woken batch thread waits for the tick (4 ms at HZ=250). That bounded cost is taken for
+/// the worst case it removes. An idle CPU still runs a woken batch thread at once, so an unloaded proxy
+/// answers as fast as before. The heartbeat thread keeps SCHED_OTHER.
 fn batch_policy() -> std::io::Result<()> {
     let param = libc::sched_param { sched_priority: 0 };
     // SAFETY: pid 0 is the calling thread; param is a valid sched_param. Unprivileged
