@@ -912,20 +912,29 @@ async fn a_connection_that_stays_open_gets_keepalive_on_both_sides() {
     assert!(echo_ok(&mut s, b"still here").await);
 }
 
-/// The name and scheduling policy of each thread of this process, as `/proc/self/task/*`
-/// shows them (policy 0 = SCHED_OTHER, 3 = SCHED_BATCH).
+/// The name and scheduling policy of each thread of this process, as `ps -eLo tid,class,comm`
+/// would show them (sched_getscheduler: 0 = SCHED_OTHER, 3 = SCHED_BATCH). Threads that end
+/// while being listed (other tests run in parallel) are skipped.
 fn thread_policies() -> Vec<(String, u32)> {
     let mut out = Vec::new();
     for t in std::fs::read_dir("/proc/self/task").expect("/proc/self/task") {
         let dir = t.expect("task entry").path();
-        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
-        let sched = std::fs::read_to_string(dir.join("sched")).expect("sched");
-        let policy = sched
-            .lines()
-            .find_map(|l| l.strip_prefix("policy"))
-            .and_then(|v| v.trim_start_matches([' ', ':']).trim().parse().ok())
-            .expect("a policy line");
-        out.push((comm.trim().to_string(), policy));
+        let Some(tid) = dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.parse::<libc::pid_t>().ok())
+        else {
+            continue;
+        };
+        let Ok(comm) = std::fs::read_to_string(dir.join("comm")) else {
+            continue;
+        };
+        // SAFETY: plain syscall on a thread id; a vanished thread gives -1 (ESRCH).
+        let policy = unsafe { libc::sched_getscheduler(tid) };
+        if policy < 0 {
+            continue;
+        }
+        out.push((comm.trim().to_string(), policy as u32));
     }
     out
 }

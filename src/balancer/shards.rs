@@ -135,8 +135,8 @@ fn start(i: usize) -> Option<Handle> {
 /// conns/s and iperf3 measured the same, but the p99 behind the haproxy backend was 4.2 ms
 /// against 3.75 (8 rounds), likely because with both CPUs held by threads that rarely sleep,
 /// a woken batch thread waits for the tick (4 ms at HZ=250). That bounded cost is taken for
-/// the worst case it removes. An idle CPU still runs a woken batch thread at once, so an unloaded proxy
-/// answers as fast as before. The heartbeat thread keeps SCHED_OTHER.
+/// the worst case it removes. An idle CPU still runs a woken batch thread at once, so an
+/// unloaded proxy answers as fast as before. The heartbeat thread keeps SCHED_OTHER.
 fn batch_policy() -> std::io::Result<()> {
     let param = libc::sched_param { sched_priority: 0 };
     // SAFETY: pid 0 is the calling thread; param is a valid sched_param. Unprivileged

@@ -287,13 +287,15 @@ pub fn run_with(opts: &Opts) -> anyhow::Result<Report> {
     if let Some(secs) = opts.hold {
         eprintln!(
             "bench balancer: holding the lab for {secs} s: ip netns exec {} ...; hapair {}..{}, \
-             haproxy {}..{} (iperf, keep-alive, new conns), backends {IPERF_PORT} {:?}",
+             haproxy {}..{} (iperf, keep-alive, new conns, keep-alive to haproxy backend), \
+             backends {IPERF_PORT} {:?} {:?}",
             ns.name(),
             HAPAIR_BASE,
-            HAPAIR_BASE + 2,
+            HAPAIR_BASE + 3,
             HAPROXY_BASE,
-            HAPROXY_BASE + 2,
-            HTTP_PORTS
+            HAPROXY_BASE + 3,
+            HTTP_PORTS,
+            HX_HTTP_PORTS
         );
         std::thread::sleep(Duration::from_secs(secs));
     }
