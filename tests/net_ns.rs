@@ -686,3 +686,106 @@ fn panic_deletes_the_lab() {
     assert_gone(&created);
     assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
 }
+
+/// The processes whose parent is `pid`, read from /proc (nothing is signalled here).
+fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return vec![];
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
+        .filter(|p| {
+            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+            // pid (comm) state ppid ...: comm may hold spaces, so split after the last ')'.
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|s| s.parse::<u32>().ok());
+            ppid == Some(pid)
+        })
+        .collect()
+}
+
+/// Whether `pid` still runs (a zombie has ended).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            !s.rsplit_once(')')
+                .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+/// Ctrl-C on `hapair lab demo` in the middle of its run: it exits with 130, and its
+/// namespaces, the daemons it started and their services are gone.
+#[test]
+fn interrupted_lab_demo_leaves_no_namespace_or_process() {
+    if !require_root("interrupted_lab_demo_leaves_no_namespace_or_process") {
+        return;
+    }
+    // stderr to a file: a pipe nobody reads while waiting could fill and stall the demo.
+    let log = std::env::temp_dir().join(format!("hapair-demo-sigint-{}.log", std::process::id()));
+    let mut demo = std::process::Command::new(env!("CARGO_BIN_EXE_hapair"))
+        .args(["lab", "demo"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let pid = demo.id();
+    let ours = format!("hp{pid}-");
+    // Wait until the pair runs: namespaces made and both `hapair run` children started.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (names, kids) = loop {
+        let names = netns::list(&ours);
+        let daemons = children_of(pid)
+            .into_iter()
+            .filter(|k| {
+                let cmd = std::fs::read(format!("/proc/{k}/cmdline")).unwrap_or_default();
+                cmd.split(|b| *b == 0).any(|a| a == b"run")
+            })
+            .count();
+        if names.len() >= 3 && daemons >= 2 {
+            // The daemons and what they supervise.
+            let mut kids = children_of(pid);
+            let mut i = 0;
+            while i < kids.len() {
+                kids.extend(children_of(kids[i]));
+                i += 1;
+            }
+            break (names, kids);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "demo never started: {names:?}, {daemons} daemons"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // SAFETY: kill(2) on the pid of our own child, which has not been reaped.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGINT) }, 0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(st) = demo.try_wait().unwrap() {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = demo.kill();
+            panic!("demo still running 10 s after SIGINT");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let err = std::fs::read_to_string(&log).unwrap();
+    let _ = std::fs::remove_file(&log);
+    let left = netns::list(&ours);
+    // Should this fail, delete what the dead demo left before saying so.
+    netns::cleanup_stale();
+    assert_eq!(status.code(), Some(130), "{status}; stderr: {err}");
+    assert!(err.contains("SIGINT: deleting"), "stderr: {err}");
+    assert_eq!(left, Vec::<String>::new(), "was {names:?}");
+    // The children died with it (PR_SET_PDEATHSIG); init reaps them.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while kids.iter().any(|k| running(*k)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let left: Vec<u32> = kids.into_iter().filter(|k| running(*k)).collect();
+    assert!(left.is_empty(), "children still running: {left:?}");
+}

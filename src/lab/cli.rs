@@ -53,6 +53,11 @@ pub enum LabCmd {
 }
 
 pub fn run(cmd: LabCmd) -> ExitCode {
+    if !matches!(cmd, LabCmd::Standin(_)) {
+        if let Err(e) = super::netns::clean_up_on_signal() {
+            eprintln!("hapair lab: cannot watch for Ctrl-C: {e}");
+        }
+    }
     let r = match cmd {
         LabCmd::Demo => demo().map(|t| {
             println!("{}", t.render());

@@ -122,6 +122,40 @@ pub fn cleanup_stale() -> Vec<String> {
     deleted
 }
 
+/// Makes SIGINT, SIGTERM and SIGHUP end this process the way a finished lab run ends: every
+/// namespace it made is deleted, its children die (they have PR_SET_PDEATHSIG), and it exits
+/// with 128 + the signal. Without this, Ctrl-C on `hapair lab demo` left the namespaces
+/// behind until the next run's [`cleanup_stale`].
+///
+/// Call it before any other thread starts: it blocks the three signals in the calling
+/// thread, whose mask the threads started later inherit, so only its own waiting thread
+/// receives them. (Children start with an empty mask: std resets it on spawn.)
+pub fn clean_up_on_signal() -> io::Result<()> {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut set = SigSet::empty();
+    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        set.add(s);
+    }
+    set.thread_block().map_err(io::Error::from)?;
+    std::thread::Builder::new()
+        .name("lab-signals".into())
+        .spawn(move || {
+            let Ok(sig) = set.wait() else { return };
+            let names = list(&prefix());
+            eprintln!(
+                "hapair lab: {sig}: deleting {} namespace(s) and ending its processes",
+                names.len()
+            );
+            for name in names {
+                if let Err(e) = cmd("ip", ["netns", "del", name.as_str()]) {
+                    eprintln!("hapair lab: {e}");
+                }
+            }
+            std::process::exit(128 + sig as i32);
+        })?;
+    Ok(())
+}
+
 /// The pid in a name of the form `hp<pid>-<suffix>`.
 fn owner_pid(name: &str) -> Option<u32> {
     let rest = name.strip_prefix("hp")?;
@@ -227,16 +261,26 @@ impl Netns {
         checked(c)
     }
 
-    /// `ip netns exec <ns> args...`: the whole output, whatever the exit status.
+    /// `ip netns exec <ns> args...`: the whole output, whatever the exit status. The
+    /// program (a wrk or iperf3 run) dies with this process.
     pub fn run<I, S>(&self, args: I) -> io::Result<Output>
     where
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        Command::new("ip")
-            .args(["netns", "exec", &self.name])
-            .args(args)
-            .output()
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name]).args(args);
+        // SAFETY: prctl is async-signal-safe. PDEATHSIG survives the exec of `ip` and its
+        // exec of the program.
+        unsafe {
+            c.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        c.output()
     }
 
     /// `ip netns exec <ns> args...`: stdout, or an error with stderr if it failed.
