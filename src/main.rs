@@ -135,7 +135,11 @@ fn init_logs(format: LogFormat) {
                     .expect("a valid filter")
             }
         };
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    // Colours only on a terminal: journald and log files get plain text.
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_ansi(tty)
+        .with_writer(std::io::stderr);
     let registry = tracing_subscriber::registry().with(filter);
     match format {
         LogFormat::Human => registry.with(fmt).init(),

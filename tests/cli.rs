@@ -129,3 +129,22 @@ fn world_readable_or_empty_key_is_a_clear_error() {
     assert_eq!(code, 1);
     assert!(err.contains("holds no key"), "{err}");
 }
+
+/// Logs written to a pipe or a file (journald, a log file) carry no colour codes.
+#[test]
+fn logs_to_a_pipe_are_plain_text() {
+    // A stand-in logs through the same set-up as `hapair run` and ends on its own.
+    let (_, _, err) = hapair(&[
+        "lab",
+        "standin",
+        "impalad",
+        "--listen",
+        "127.0.0.1:0",
+        "--web",
+        "127.0.0.1:0",
+        "--crash-after",
+        "200ms",
+    ]);
+    assert!(err.contains("INFO"), "no log line: {err}");
+    assert!(!err.contains('\u{1b}'), "escape codes in: {err:?}");
+}

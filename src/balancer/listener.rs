@@ -4,8 +4,9 @@
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd};
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
 
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 use tokio::io::unix::AsyncFd;
@@ -316,9 +317,13 @@ impl Drop for Active<'_> {
     }
 }
 
+/// Counts a connection's bytes on its listener, its server, and for its own log line.
 struct Both<'a> {
     l: &'a Counters,
     s: &'a Counters,
+    /// This connection's bytes: client to server, server to client.
+    up: AtomicU64,
+    down: AtomicU64,
 }
 
 impl Meter for Both<'_> {
@@ -332,6 +337,52 @@ impl Meter for Both<'_> {
         };
         f(self.l);
         f(self.s);
+        if to_server { &self.up } else { &self.down }.fetch_add(n, Relaxed);
+    }
+}
+
+/// The target of the per-connection log lines, haproxy's `option tcplog` in spirit: one line
+/// when a connection ends (info), or when no server took it (warn). Silence the info lines
+/// with `HAPAIR_LOG=info,hapair::conn=warn`.
+pub const CONN_LOG: &str = "hapair::conn";
+
+/// How a connection ended, for its log line. An I/O error is put on the side whose socket
+/// the kernel has closed (a reset leaves it in TCP_CLOSE; the other is still open).
+fn ending(
+    r: Result<(), End>,
+    cfg: &ListenConfig,
+    client: &TcpStream,
+    server: &TcpStream,
+) -> String {
+    match r {
+        Ok(()) => "closed".into(),
+        Err(End::ClientIdle) => format!("client idle for {:?}", cfg.client_timeout),
+        Err(End::ServerIdle) => format!("server idle for {:?}", cfg.server_timeout),
+        Err(End::Io(e)) => match (tcp_closed(client), tcp_closed(server)) {
+            (true, false) => format!("client: {e}"),
+            (false, true) => format!("server: {e}"),
+            _ => format!("error: {e}"),
+        },
+    }
+}
+
+/// `TCP_CLOSE` of linux/tcp_states.h (not in libc).
+const TCP_CLOSE: u8 = 7;
+
+/// Whether the kernel holds the socket in TCP_CLOSE (after a reset, for one).
+fn tcp_closed(s: &TcpStream) -> bool {
+    // SAFETY: tcp_info is plain data; getsockopt writes at most `len` bytes into it.
+    unsafe {
+        let mut info: libc::tcp_info = std::mem::zeroed();
+        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        ) == 0
+            && info.tcpi_state == TCP_CLOSE
     }
 }
 
@@ -346,11 +397,17 @@ async fn serve(
     l.counters.total.fetch_add(1, Relaxed);
     let _la = Active(&l.counters);
     let cfg = l.config();
-    let Some((server, upstream)) = connect(l, &cfg, peer, &client).await else {
-        l.no_server.fetch_add(1, Relaxed);
-        tracing::debug!(listener = %l.name, %peer, "no server could take the connection");
-        return;
+    let t0 = Instant::now();
+    let (server, upstream, retries) = match connect(l, &cfg, peer, &client).await {
+        Ok(x) => x,
+        Err(NoServer { attempts, last }) => {
+            l.no_server.fetch_add(1, Relaxed);
+            tracing::warn!(target: CONN_LOG, listener = %l.name, client = %peer, attempts,
+                "no server took the connection: {last}");
+            return;
+        }
     };
+    let connected = t0.elapsed();
     // `pick` counted it active; this guard undoes that at the end.
     let _sa = Active(&server.counters);
     server.counters.total.fetch_add(1, Relaxed);
@@ -364,17 +421,29 @@ async fn serve(
     let meter = Both {
         l: &l.counters,
         s: &server.counters,
+        up: AtomicU64::new(0),
+        down: AtomicU64::new(0),
     };
-    match proxy::pump(&client, &upstream, t, mode, &meter).await {
-        Ok(()) => {}
-        Err(End::ClientIdle) => tracing::debug!(listener = %l.name, %peer, "client idle timeout"),
-        Err(End::ServerIdle) => {
-            tracing::debug!(listener = %l.name, %peer, server = server.name(), "server idle timeout")
-        }
-        Err(End::Io(e)) => {
-            tracing::debug!(listener = %l.name, %peer, server = server.name(), "connection ended: {e}")
-        }
+    let r = proxy::pump(&client, &upstream, t, mode, &meter).await;
+    if tracing::enabled!(target: CONN_LOG, tracing::Level::INFO) {
+        let end = ending(r, &cfg, &client, &upstream);
+        tracing::info!(target: CONN_LOG, listener = %l.name, client = %peer,
+            server = %server.name(), server_addr = %server.cfg.addr,
+            connect_ms = round(connected.as_secs_f64() * 1e3, 100.0), retries,
+            secs = round(t0.elapsed().as_secs_f64(), 1000.0),
+            bytes_in = meter.up.load(Relaxed), bytes_out = meter.down.load(Relaxed), "{end}");
     }
+}
+
+/// `x` rounded to 1/`per` (log figures need no more).
+fn round(x: f64, per: f64) -> f64 {
+    (x * per).round() / per
+}
+
+/// Why [`connect`] found no server: how many connects it tried, and the last failure.
+struct NoServer {
+    attempts: u32,
+    last: String,
 }
 
 /// A server that was killed may still complete the handshake from its
@@ -450,9 +519,13 @@ async fn connect(
     cfg: &ListenConfig,
     peer: SocketAddr,
     client: &TcpStream,
-) -> Option<(Arc<Server>, TcpStream)> {
+) -> Result<(Arc<Server>, TcpStream, u32), NoServer> {
     let mut tried: Vec<Arc<Server>> = Vec::new();
     let mut last: Option<Arc<Server>> = None;
+    let mut failure = NoServer {
+        attempts: 0,
+        last: "no server is up".into(),
+    };
     for attempt in 0..=cfg.retries {
         let fresh = match (&last, cfg.redispatch) {
             (Some(_), false) => None,
@@ -466,7 +539,7 @@ async fn connect(
                 prev.counters.active.fetch_add(1, Relaxed);
                 prev
             }
-            (None, None) => return None,
+            (None, None) => return Err(failure),
         };
         if attempt > 0 {
             l.counters.retries.fetch_add(1, Relaxed);
@@ -474,7 +547,7 @@ async fn connect(
         let err = match tokio::time::timeout(cfg.connect_timeout, connect_to(server.cfg.addr)).await
         {
             Ok(Ok(s)) => match dropped_before_first_byte(client, &s, cfg.connect_timeout).await {
-                None => return Some((server, s)),
+                None => return Ok((server, s, attempt)),
                 Some(e) => e,
             },
             Ok(Err(e)) => e.to_string(),
@@ -488,10 +561,14 @@ async fn connect(
         }
         tracing::debug!(listener = %l.name, server = server.name(), attempt, "connect failed: {err}");
         server.passive_failure(&err);
+        failure = NoServer {
+            attempts: attempt + 1,
+            last: format!("{}: {err}", server.name()),
+        };
         if !tried.iter().any(|t| Arc::ptr_eq(t, &server)) {
             tried.push(server.clone());
         }
         last = Some(server);
     }
-    None
+    Err(failure)
 }
