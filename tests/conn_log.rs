@@ -221,3 +221,20 @@ async fn an_idle_timeout_and_a_refused_server_are_logged() {
     );
     assert!(line.contains("attempts=2"), "{line}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_cut_by_shutdown_says_so() {
+    logs();
+    let b = Balancer::start(vec![listen("log-cut", backend(false).await)])
+        .await
+        .unwrap();
+    let mut s = talk(&b, "log-cut").await;
+    b.shutdown(Duration::from_millis(100)).await;
+    let line = line_of("log-cut").await;
+    assert!(
+        line.contains("hapair::conn: cut: hapair is stopping"),
+        "{line}"
+    );
+    let mut x = Vec::new();
+    let _ = s.read_to_end(&mut x).await;
+}

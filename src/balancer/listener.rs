@@ -248,10 +248,7 @@ async fn accept_loop(
                     return;
                 }
             };
-            tokio::select! {
-                _ = kill.cancelled() => {}
-                _ = serve(&l2, stream, peer, permit, mode) => {}
-            }
+            serve(&l2, stream, peer, permit, mode, &kill).await;
         };
         match shard {
             Some(here) => {
@@ -392,13 +389,18 @@ async fn serve(
     peer: SocketAddr,
     _permit: OwnedSemaphorePermit,
     mode: Mode,
+    kill: &CancellationToken,
 ) {
     l.counters.active.fetch_add(1, Relaxed);
     l.counters.total.fetch_add(1, Relaxed);
     let _la = Active(&l.counters);
     let cfg = l.config();
     let t0 = Instant::now();
-    let (server, upstream, retries) = match connect(l, &cfg, peer, &client).await {
+    let connected = tokio::select! {
+        _ = kill.cancelled() => return,
+        r = connect(l, &cfg, peer, &client) => r,
+    };
+    let (server, upstream, retries) = match connected {
         Ok(x) => x,
         Err(NoServer { attempts, last }) => {
             l.no_server.fetch_add(1, Relaxed);
@@ -424,9 +426,15 @@ async fn serve(
         up: AtomicU64::new(0),
         down: AtomicU64::new(0),
     };
-    let r = proxy::pump(&client, &upstream, t, mode, &meter).await;
+    let r = tokio::select! {
+        _ = kill.cancelled() => None,
+        r = proxy::pump(&client, &upstream, t, mode, &meter) => Some(r),
+    };
     if tracing::enabled!(target: CONN_LOG, tracing::Level::INFO) {
-        let end = ending(r, &cfg, &client, &upstream);
+        let end = match r {
+            Some(r) => ending(r, &cfg, &client, &upstream),
+            None => "cut: hapair is stopping".into(),
+        };
         tracing::info!(target: CONN_LOG, listener = %l.name, client = %peer,
             server = %server.name(), server_addr = %server.cfg.addr,
             connect_ms = round(connected.as_secs_f64() * 1e3, 100.0), retries,

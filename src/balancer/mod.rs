@@ -367,6 +367,8 @@ impl Balancer {
         self.inner.tracker.close();
         let _ = tokio::time::timeout(grace, self.inner.tracker.wait()).await;
         self.inner.root.cancel();
+        // Let the connections that were cut close their sockets and log the cut.
+        let _ = tokio::time::timeout(Duration::from_millis(500), self.inner.tracker.wait()).await;
     }
 
     /// The address a listener is bound to (useful with port 0).
