@@ -78,4 +78,7 @@ fn bench_balancer_smoke() {
     ] {
         assert!(r.table.contains(row), "table lacks {row:?}:\n{}", r.table);
     }
+    // Six verdicts against haproxy, each saying in how many trials it held.
+    let goals = r.table.lines().find(|l| l.starts_with("goals: ")).unwrap();
+    assert_eq!(goals.matches("/1 trials)").count(), 6, "{goals}");
 }
