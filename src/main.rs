@@ -117,6 +117,9 @@ fn admin_target(a: &AdminArgs) -> Option<hapair::admin::client::Target> {
     }
 }
 
+/// What is logged when `HAPAIR_LOG` is not set.
+const DEFAULT_LOG: &str = "info,hapair::conn=warn";
+
 fn init_logs(format: LogFormat) {
     // netlink-packet-route warns every second about kernel attributes newer
     // than it knows; that is noise, whatever HAPAIR_LOG says.
@@ -124,13 +127,16 @@ fn init_logs(format: LogFormat) {
     // engine resident in the daemon.
     use tracing_subscriber::filter::Targets;
     use tracing_subscriber::prelude::*;
-    let base = std::env::var("HAPAIR_LOG").unwrap_or_else(|_| "info".into());
+    // The per-connection lines (`hapair::conn` at info) are opt-in: `HAPAIR_LOG=info`. On by
+    // default, a busy listener would write one line per connection into journald, whose
+    // default rate limit (10 000 lines in 30 s) would then drop the role changes too.
+    let base = std::env::var("HAPAIR_LOG").unwrap_or_else(|_| DEFAULT_LOG.into());
     let filter =
         match format!("{base},netlink_packet_route=error,netlink_proto=error").parse::<Targets>() {
             Ok(f) => f,
             Err(e) => {
                 eprintln!("HAPAIR_LOG={base:?}: {e}; logging at info");
-                "info,netlink_packet_route=error,netlink_proto=error"
+                format!("{DEFAULT_LOG},netlink_packet_route=error,netlink_proto=error")
                     .parse()
                     .expect("a valid filter")
             }
@@ -238,5 +244,21 @@ fn check(path: &std::path::Path) -> ExitCode {
                 ExitCode::FAILURE
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tracing::Level;
+    use tracing_subscriber::filter::Targets;
+
+    #[test]
+    fn by_default_connections_log_only_their_failures() {
+        let f: Targets = super::DEFAULT_LOG.parse().unwrap();
+        assert!(f.would_enable("hapair::pair", &Level::INFO));
+        assert!(!f.would_enable("hapair::conn", &Level::INFO));
+        assert!(f.would_enable("hapair::conn", &Level::WARN));
+        let on: Targets = "info".parse().unwrap();
+        assert!(on.would_enable("hapair::conn", &Level::INFO));
     }
 }

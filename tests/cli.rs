@@ -134,17 +134,22 @@ fn world_readable_or_empty_key_is_a_clear_error() {
 #[test]
 fn logs_to_a_pipe_are_plain_text() {
     // A stand-in logs through the same set-up as `hapair run` and ends on its own.
-    let (_, _, err) = hapair(&[
-        "lab",
-        "standin",
-        "impalad",
-        "--listen",
-        "127.0.0.1:0",
-        "--web",
-        "127.0.0.1:0",
-        "--crash-after",
-        "200ms",
-    ]);
+    let out = Command::new(env!("CARGO_BIN_EXE_hapair"))
+        .env_remove("HAPAIR_LOG")
+        .args([
+            "lab",
+            "standin",
+            "impalad",
+            "--listen",
+            "127.0.0.1:0",
+            "--web",
+            "127.0.0.1:0",
+            "--crash-after",
+            "200ms",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("INFO"), "no log line: {err}");
     assert!(!err.contains('\u{1b}'), "escape codes in: {err:?}");
 }

@@ -145,7 +145,7 @@ async fn a_closed_connection_logs_its_server_bytes_and_end() {
     assert!(line.contains(" INFO hapair::conn: closed "), "{line}");
     for want in [
         "server=impala1 ".to_string(),
-        format!("client={}", s.local_addr().unwrap()),
+        format!("client={} ", s.local_addr().unwrap()),
         "retries=0".into(),
         "bytes_in=5 ".into(),
         "bytes_out=8 ".into(),

@@ -716,8 +716,9 @@ fn running(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
-/// Ctrl-C on `hapair lab demo` in the middle of its run: it exits with 130, and its
-/// namespaces, the daemons it started and their services are gone.
+/// Ctrl-C on `hapair lab demo` in the middle of its run (SIGINT to its process group, as a
+/// terminal sends it): it exits with 130, and its namespaces, the daemons it started and
+/// their services are gone.
 #[test]
 fn interrupted_lab_demo_leaves_no_namespace_or_process() {
     if !require_root("interrupted_lab_demo_leaves_no_namespace_or_process") {
@@ -725,8 +726,11 @@ fn interrupted_lab_demo_leaves_no_namespace_or_process() {
     }
     // stderr to a file: a pipe nobody reads while waiting could fill and stall the demo.
     let log = std::env::temp_dir().join(format!("hapair-demo-sigint-{}.log", std::process::id()));
+    // Its own process group, as a shell gives it: Ctrl-C goes to the whole group.
+    use std::os::unix::process::CommandExt;
     let mut demo = std::process::Command::new(env!("CARGO_BIN_EXE_hapair"))
         .args(["lab", "demo"])
+        .process_group(0)
         .stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
@@ -744,24 +748,25 @@ fn interrupted_lab_demo_leaves_no_namespace_or_process() {
                 cmd.split(|b| *b == 0).any(|a| a == b"run")
             })
             .count();
-        if names.len() >= 3 && daemons >= 2 {
-            // The daemons and what they supervise.
-            let mut kids = children_of(pid);
-            let mut i = 0;
-            while i < kids.len() {
-                kids.extend(children_of(kids[i]));
-                i += 1;
-            }
+        // The daemons and what they supervise, once some service runs.
+        let mut kids = children_of(pid);
+        let mut i = 0;
+        while i < kids.len() {
+            kids.extend(children_of(kids[i]));
+            i += 1;
+        }
+        let services = kids.len().saturating_sub(children_of(pid).len());
+        if names.len() >= 3 && daemons >= 2 && services >= 1 {
             break (names, kids);
         }
         assert!(
             Instant::now() < deadline,
-            "demo never started: {names:?}, {daemons} daemons"
+            "demo never started: {names:?}, {daemons} daemons, {services} services"
         );
         std::thread::sleep(Duration::from_millis(100));
     };
-    // SAFETY: kill(2) on the pid of our own child, which has not been reaped.
-    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGINT) }, 0);
+    // SAFETY: kill(2) on the process group our own child leads; it has not been reaped.
+    assert_eq!(unsafe { libc::kill(-(pid as i32), libc::SIGINT) }, 0);
     let deadline = Instant::now() + Duration::from_secs(10);
     let status = loop {
         if let Some(st) = demo.try_wait().unwrap() {

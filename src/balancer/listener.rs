@@ -339,12 +339,13 @@ impl Meter for Both<'_> {
 }
 
 /// The target of the per-connection log lines, haproxy's `option tcplog` in spirit: one line
-/// when a connection ends (info), or when no server took it (warn). Silence the info lines
-/// with `HAPAIR_LOG=info,hapair::conn=warn`.
+/// when a connection ends (info, shown with `HAPAIR_LOG=info`), or when no server took it
+/// (warn, shown by default).
 pub const CONN_LOG: &str = "hapair::conn";
 
 /// How a connection ended, for its log line. An I/O error is put on the side whose socket
-/// the kernel has closed (a reset leaves it in TCP_CLOSE; the other is still open).
+/// the kernel has closed (a reset leaves it in TCP_CLOSE; the other is still open). After a
+/// clean half-close both may be closed: then the line says `error:` without a side.
 fn ending(
     r: Result<(), End>,
     cfg: &ListenConfig,
@@ -397,7 +398,11 @@ async fn serve(
     let cfg = l.config();
     let t0 = Instant::now();
     let connected = tokio::select! {
-        _ = kill.cancelled() => return,
+        _ = kill.cancelled() => {
+            tracing::info!(target: CONN_LOG, listener = %l.name, client = %peer,
+                "cut while connecting: hapair is stopping");
+            return;
+        }
         r = connect(l, &cfg, peer, &client) => r,
     };
     let (server, upstream, retries) = match connected {
@@ -435,6 +440,9 @@ async fn serve(
             Some(r) => ending(r, &cfg, &client, &upstream),
             None => "cut: hapair is stopping".into(),
         };
+        // Close first: the last FIN must not wait for the log write.
+        drop(upstream);
+        drop(client);
         tracing::info!(target: CONN_LOG, listener = %l.name, client = %peer,
             server = %server.name(), server_addr = %server.cfg.addr,
             connect_ms = round(connected.as_secs_f64() * 1e3, 100.0), retries,

@@ -90,6 +90,18 @@ pub fn run(cmd: LabCmd) -> ExitCode {
         },
         LabCmd::Standin(opts) => standin(opts),
     };
+    if r.is_err() && !super::netns::stopping() {
+        // A Ctrl-C that also reached the children may be why it failed: give the signal
+        // thread a moment to say so.
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    if super::netns::stopping() {
+        // A signal is ending the run (its Ctrl-C may also be why `r` failed): the signal
+        // thread deletes the namespaces and exits with its code.
+        loop {
+            std::thread::park();
+        }
+    }
     match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

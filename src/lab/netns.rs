@@ -137,10 +137,13 @@ pub fn clean_up_on_signal() -> io::Result<()> {
         set.add(s);
     }
     set.thread_block().map_err(io::Error::from)?;
-    std::thread::Builder::new()
+    let spawned = std::thread::Builder::new()
         .name("lab-signals".into())
         .spawn(move || {
             let Ok(sig) = set.wait() else { return };
+            STOPPING.store(true, Ordering::SeqCst);
+            // Held until exit: no namespace is made after the list below.
+            std::mem::forget(lock(&CREATING));
             let names = list(&prefix());
             eprintln!(
                 "hapair lab: {sig}: deleting {} namespace(s) and ending its processes",
@@ -152,9 +155,26 @@ pub fn clean_up_on_signal() -> io::Result<()> {
                 }
             }
             std::process::exit(128 + sig as i32);
-        })?;
+        });
+    if let Err(e) = spawned {
+        // Nobody would wait for them: let the signals end the process as before.
+        let _ = set.thread_unblock();
+        return Err(e);
+    }
     Ok(())
 }
+
+/// Set once a signal has arrived: the lab command is being ended by [`clean_up_on_signal`],
+/// whatever its own thread returns meanwhile (a Ctrl-C also reaches its children, so it may
+/// be failing).
+pub fn stopping() -> bool {
+    STOPPING.load(Ordering::SeqCst)
+}
+
+static STOPPING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Held while a namespace is being made, so the signal thread's list misses none.
+static CREATING: Mutex<()> = Mutex::new(());
 
 /// The pid in a name of the form `hp<pid>-<suffix>`.
 fn owner_pid(name: &str) -> Option<u32> {
@@ -235,7 +255,10 @@ impl Netns {
     /// Create namespace `hp<pid>-<suffix>` and set its `lo` up. Fails if it already exists.
     pub fn new(suffix: &str) -> io::Result<Netns> {
         let name = format!("{}{suffix}", prefix());
-        cmd("ip", ["netns", "add", name.as_str()])?;
+        {
+            let _creating = lock(&CREATING);
+            cmd("ip", ["netns", "add", name.as_str()])?;
+        }
         // From here on, drop deletes the namespace even if setting it up fails.
         let ns = Netns {
             name,
@@ -403,7 +426,10 @@ impl Drop for Netns {
     fn drop(&mut self) {
         self.kill_children();
         if let Err(e) = cmd("ip", ["netns", "del", self.name.as_str()]) {
-            eprintln!("netns {}: delete failed: {e}", self.name);
+            // After a signal, the signal thread may have deleted it first.
+            if !stopping() {
+                eprintln!("netns {}: delete failed: {e}", self.name);
+            }
         }
     }
 }

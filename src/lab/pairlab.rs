@@ -271,7 +271,7 @@ impl PairLab {
             .arg(self.config_path(i))
             .arg("--log-format")
             .arg("json")
-            .env("HAPAIR_LOG", "info")
+            .env("HAPAIR_LOG", "info,hapair::conn=warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
