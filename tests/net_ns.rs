@@ -739,7 +739,7 @@ fn interrupted_lab_demo_leaves_no_namespace_or_process() {
     let ours = format!("hp{pid}-");
     // Wait until the pair runs: namespaces made and both `hapair run` children started.
     let deadline = Instant::now() + Duration::from_secs(60);
-    let (names, kids) = loop {
+    let (names, kids, blocked) = loop {
         let names = netns::list(&ours);
         let daemons = children_of(pid)
             .into_iter()
@@ -757,7 +757,18 @@ fn interrupted_lab_demo_leaves_no_namespace_or_process() {
         }
         let services = kids.len().saturating_sub(children_of(pid).len());
         if names.len() >= 3 && daemons >= 2 && services >= 1 {
-            break (names, kids);
+            // The daemons must get SIGTERM like any process: the lab's own signal handling
+            // must not leave them a blocked mask (that made the graceful drill hang).
+            // Checked after the interrupt, so that a failure still ends the demo.
+            let blocked: Vec<String> = children_of(pid)
+                .into_iter()
+                .filter_map(|k| {
+                    let st = std::fs::read_to_string(format!("/proc/{k}/status")).ok()?;
+                    let blk = st.lines().find(|l| l.starts_with("SigBlk:"))?.to_string();
+                    (!blk.ends_with("0000000000000000")).then(|| format!("child {k}: {blk}"))
+                })
+                .collect();
+            break (names, kids, blocked);
         }
         assert!(
             Instant::now() < deadline,
@@ -793,4 +804,42 @@ fn interrupted_lab_demo_leaves_no_namespace_or_process() {
     }
     let left: Vec<u32> = kids.into_iter().filter(|k| running(*k)).collect();
     assert!(left.is_empty(), "children still running: {left:?}");
+    assert!(
+        blocked.is_empty(),
+        "signals blocked in the daemons: {blocked:?}"
+    );
+}
+
+/// README's first command, `hapair lab demo`, runs to the end: exit 0, the graceful
+/// step-down loses no connect, the timeline has every drill, and no namespace is left.
+#[test]
+fn the_lab_demo_runs_to_the_end() {
+    if !require_root("the_lab_demo_runs_to_the_end") {
+        return;
+    }
+    let demo = std::process::Command::new(env!("CARGO_BIN_EXE_hapair"))
+        .args(["lab", "demo"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = demo.id();
+    let out = demo.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{}: {err}", out.status);
+    for drill in [
+        "drill link pulled on proxy1",
+        "drill link restored on proxy1",
+        "drill restart proxy1",
+        "drill kill -9 proxy1",
+    ] {
+        assert!(text.contains(drill), "no {drill:?} in:\n{text}");
+    }
+    let step_down = text
+        .lines()
+        .find(|l| l.starts_with("drill step-down (SIGTERM) proxy1"))
+        .unwrap_or_else(|| panic!("no step-down drill in:\n{text}"));
+    assert!(step_down.contains(": 0 failed connects"), "{step_down}");
+    assert_eq!(netns::list(&format!("hp{pid}-")), Vec::<String>::new());
 }

@@ -17,7 +17,7 @@
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, ChildStderr, ChildStdout, Command, ExitStatus, Output};
@@ -127,24 +127,34 @@ pub fn cleanup_stale() -> Vec<String> {
 /// with 128 + the signal. Without this, Ctrl-C on `hapair lab demo` left the namespaces
 /// behind until the next run's [`cleanup_stale`].
 ///
-/// Call it before any other thread starts: it blocks the three signals in the calling
-/// thread, whose mask the threads started later inherit, so only its own waiting thread
-/// receives them. (Children start with an empty mask: std resets it on spawn.)
+/// A handler writes the signal's number into a pipe that a thread of its own reads (the
+/// self-pipe trick). Not a blocked mask and sigwait: a blocked mask is inherited by every
+/// child, and the lab's daemons then ignored the SIGTERM of the graceful drill. Handlers,
+/// unlike the mask, are reset to the default by exec.
 pub fn clean_up_on_signal() -> io::Result<()> {
-    use nix::sys::signal::{SigSet, Signal};
-    let mut set = SigSet::empty();
-    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
-        set.add(s);
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills two fds on success.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
     }
-    set.thread_block().map_err(io::Error::from)?;
-    let spawned = std::thread::Builder::new()
+    // SAFETY: pipe2 just returned these fds; each is owned once.
+    let (r, w) = unsafe { (File::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    SIGNAL_PIPE.store(w.into_raw_fd(), Ordering::SeqCst);
+    std::thread::Builder::new()
         .name("lab-signals".into())
         .spawn(move || {
-            let Ok(sig) = set.wait() else { return };
+            let mut r = r;
+            let mut b = [0u8; 1];
+            // read(2) retries EINTR itself; EOF cannot come (the write end is never closed).
+            if io::Read::read_exact(&mut r, &mut b).is_err() {
+                return;
+            }
             STOPPING.store(true, Ordering::SeqCst);
             // Held until exit: no namespace is made after the list below.
             std::mem::forget(lock(&CREATING));
             let names = list(&prefix());
+            let sig = Signal::try_from(b[0] as i32).map_or("signal", |s| s.as_str());
             eprintln!(
                 "hapair lab: {sig}: deleting {} namespace(s) and ending its processes",
                 names.len()
@@ -154,14 +164,33 @@ pub fn clean_up_on_signal() -> io::Result<()> {
                     eprintln!("hapair lab: {e}");
                 }
             }
-            std::process::exit(128 + sig as i32);
-        });
-    if let Err(e) = spawned {
-        // Nobody would wait for them: let the signals end the process as before.
-        let _ = set.thread_unblock();
-        return Err(e);
+            std::process::exit(128 + b[0] as i32);
+        })?;
+    let act = SigAction::new(
+        SigHandler::Handler(on_signal),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        // SAFETY: on_signal only makes an async-signal-safe write(2).
+        unsafe { sigaction(sig, &act) }.map_err(io::Error::from)?;
     }
     Ok(())
+}
+
+/// The write end of [`clean_up_on_signal`]'s pipe.
+static SIGNAL_PIPE: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+
+extern "C" fn on_signal(sig: libc::c_int) {
+    let b = sig as u8;
+    // SAFETY: write(2) is async-signal-safe; the fd stays open for the process's life.
+    unsafe {
+        libc::write(
+            SIGNAL_PIPE.load(Ordering::SeqCst),
+            (&b as *const u8).cast(),
+            1,
+        )
+    };
 }
 
 /// Set once a signal has arrived: the lab command is being ended by [`clean_up_on_signal`],
