@@ -220,6 +220,27 @@ async fn an_idle_timeout_and_a_refused_server_are_logged() {
         "{line}"
     );
     assert!(line.contains("attempts=2"), "{line}");
+    // A client that retries in a loop while every server is down: counted, not logged each
+    // time (one line a second per listener).
+    for _ in 0..20 {
+        let mut s = TcpStream::connect(b.local_addr("log-refused").unwrap())
+            .await
+            .unwrap();
+        let _ = s.read_to_end(&mut x).await;
+    }
+    let text = String::from_utf8_lossy(&logs().lock().unwrap()).into_owned();
+    let lines = text
+        .lines()
+        .filter(|l| l.contains("listener=log-refused "))
+        .count();
+    let status = b.snapshot();
+    let refused = status
+        .listeners
+        .iter()
+        .find(|l| l.name == "log-refused")
+        .unwrap();
+    assert_eq!(refused.no_server, 21);
+    assert!(lines < 4, "{lines} lines for 21 refused clients:\n{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

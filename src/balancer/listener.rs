@@ -84,6 +84,9 @@ pub struct Listener {
     pub counters: Counters,
     /// Clients dropped because no server could take them.
     pub(crate) no_server: std::sync::atomic::AtomicU64,
+    /// Their log lines: a client retrying in a loop while every server is down must not
+    /// flood the log (and journald's rate limit, which would drop the role changes too).
+    no_server_log: LogGate,
     /// maxconn: a permit is taken *before* accept, so past maxconn clients wait in the backlog.
     pub(crate) sem: Arc<Semaphore>,
     /// The maxconn the semaphore currently stands for (reload adds or forgets permits).
@@ -108,6 +111,7 @@ impl Listener {
             pool: Pool::new(servers),
             counters: Counters::default(),
             no_server: Default::default(),
+            no_server_log: LogGate::default(),
             acceptor: Mutex::new(acceptor),
             checks: Mutex::new(checks),
         }
@@ -409,8 +413,10 @@ async fn serve(
         Ok(x) => x,
         Err(NoServer { attempts, last }) => {
             l.no_server.fetch_add(1, Relaxed);
-            tracing::warn!(target: CONN_LOG, listener = %l.name, client = %peer, attempts,
-                "no server took the connection: {last}");
+            if let Some(held) = l.no_server_log.pass(proxy::coarse_ms()) {
+                tracing::warn!(target: CONN_LOG, listener = %l.name, client = %peer, attempts,
+                    more_since_last_line = held, "no server took the connection: {last}");
+            }
             return;
         }
     };
@@ -454,6 +460,31 @@ async fn serve(
 /// `x` rounded to 1/`per` (log figures need no more).
 fn round(x: f64, per: f64) -> f64 {
     (x * per).round() / per
+}
+
+/// Lets at most one log line a second through, and counts the ones it holds back.
+#[derive(Debug, Default)]
+struct LogGate {
+    /// When the next line may pass (coarse ms).
+    next_ms: AtomicU64,
+    held: AtomicU64,
+}
+
+impl LogGate {
+    /// At `now_ms`: `Some(lines held back since the last one)` if this line may be written.
+    fn pass(&self, now_ms: u64) -> Option<u64> {
+        let next = self.next_ms.load(Relaxed);
+        if now_ms >= next
+            && self
+                .next_ms
+                .compare_exchange(next, now_ms + 1000, Relaxed, Relaxed)
+                .is_ok()
+        {
+            return Some(self.held.swap(0, Relaxed));
+        }
+        self.held.fetch_add(1, Relaxed);
+        None
+    }
 }
 
 /// Why [`connect`] found no server: how many connects it tried, and the last failure.
@@ -587,4 +618,19 @@ async fn connect(
         last = Some(server);
     }
     Err(failure)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LogGate;
+
+    #[test]
+    fn the_log_gate_passes_one_line_a_second_and_counts_the_rest() {
+        let g = LogGate::default();
+        assert_eq!(g.pass(5_000), Some(0));
+        assert_eq!(g.pass(5_001), None);
+        assert_eq!(g.pass(5_999), None);
+        assert_eq!(g.pass(6_000), Some(2));
+        assert_eq!(g.pass(9_000), Some(0));
+    }
 }

@@ -173,7 +173,7 @@ impl Clock {
     }
 }
 
-fn coarse_ms() -> u64 {
+pub(crate) fn coarse_ms() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
