@@ -135,7 +135,7 @@ fn init_logs(format: LogFormat) {
         match format!("{base},netlink_packet_route=error,netlink_proto=error").parse::<Targets>() {
             Ok(f) => f,
             Err(e) => {
-                eprintln!("HAPAIR_LOG={base:?}: {e}; logging at info");
+                eprintln!("HAPAIR_LOG={base:?}: {e}; logging with the default, {DEFAULT_LOG:?}");
                 format!("{DEFAULT_LOG},netlink_packet_route=error,netlink_proto=error")
                     .parse()
                     .expect("a valid filter")

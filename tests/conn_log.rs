@@ -127,12 +127,17 @@ async fn talk(b: &Balancer, name: &str) -> TcpStream {
     s
 }
 
+/// A balancer with listener `name` in front of an echoing [`backend`], logging captured.
+async fn one_listener(name: &str) -> Balancer {
+    logs();
+    Balancer::start(vec![listen(name, backend(false).await)])
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_closed_connection_logs_its_server_bytes_and_end() {
-    logs();
-    let b = Balancer::start(vec![listen("log-ok", backend(false).await)])
-        .await
-        .unwrap();
+    let b = one_listener("log-ok").await;
     let mut s = TcpStream::connect(b.local_addr("log-ok").unwrap())
         .await
         .unwrap();
@@ -245,10 +250,7 @@ async fn an_idle_timeout_and_a_refused_server_are_logged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_cut_by_shutdown_says_so() {
-    logs();
-    let b = Balancer::start(vec![listen("log-cut", backend(false).await)])
-        .await
-        .unwrap();
+    let b = one_listener("log-cut").await;
     let mut s = talk(&b, "log-cut").await;
     b.shutdown(Duration::from_millis(100)).await;
     let line = line_of("log-cut").await;

@@ -205,6 +205,16 @@ static STOPPING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::
 /// Held while a namespace is being made, so the signal thread's list misses none.
 static CREATING: Mutex<()> = Mutex::new(());
 
+/// In a child between fork and exec: SIGKILL it when the spawning thread ends. Only makes
+/// an async-signal-safe prctl(2).
+fn die_with_parent() -> io::Result<()> {
+    // SAFETY: prctl with PR_SET_PDEATHSIG takes a signal number and nothing else.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// The pid in a name of the form `hp<pid>-<suffix>`.
 fn owner_pid(name: &str) -> Option<u32> {
     let rest = name.strip_prefix("hp")?;
@@ -322,15 +332,10 @@ impl Netns {
     {
         let mut c = Command::new("ip");
         c.args(["netns", "exec", &self.name]).args(args);
-        // SAFETY: prctl is async-signal-safe. PDEATHSIG survives the exec of `ip` and its
-        // exec of the program.
+        // SAFETY: die_with_parent is async-signal-safe. PDEATHSIG survives the exec of `ip`
+        // and its exec of the program.
         unsafe {
-            c.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                Ok(())
-            });
+            c.pre_exec(die_with_parent);
         }
         c.output()
     }
@@ -361,10 +366,7 @@ impl Netns {
                 if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
                     return Err(io::Error::last_os_error());
                 }
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                Ok(())
+                die_with_parent()
             });
         }
         let child = cmd.spawn()?;
