@@ -261,3 +261,40 @@ async fn a_connection_cut_by_shutdown_says_so() {
     let mut x = Vec::new();
     let _ = s.read_to_end(&mut x).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_cut_while_connecting_leaves_no_active_count() {
+    logs();
+    // A server whose accept queue is full: the kernel drops its SYNs, so a connect hangs.
+    let full = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    full.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+        .unwrap();
+    full.listen(0).unwrap();
+    let addr = full.local_addr().unwrap().as_socket().unwrap();
+    let mut fillers = Vec::new();
+    while let Ok(s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300)) {
+        fillers.push(s);
+        assert!(fillers.len() < 16, "the accept queue never filled");
+    }
+    let mut cfg = listen("log-connecting", addr);
+    cfg.connect_timeout = Duration::from_secs(30);
+    let b = Balancer::start(vec![cfg]).await.unwrap();
+    let _c = TcpStream::connect(b.local_addr("log-connecting").unwrap())
+        .await
+        .unwrap();
+    let server_active = |b: &Balancer| b.snapshot().listeners[0].servers[0].active;
+    let t0 = Instant::now();
+    while server_active(&b) != 1 {
+        assert!(t0.elapsed() < Duration::from_secs(5), "never connecting");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    b.shutdown(Duration::from_millis(100)).await;
+    let line = line_of("log-connecting").await;
+    assert!(
+        line.contains("hapair::conn: cut while connecting: hapair is stopping"),
+        "{line}"
+    );
+    // The admin page must not show a connection that no longer exists.
+    let l = &b.snapshot().listeners[0];
+    assert_eq!((l.active, l.servers[0].active), (0, 0));
+}

@@ -558,6 +558,26 @@ async fn connect_to(addr: SocketAddr) -> io::Result<TcpStream> {
     Ok(stream)
 }
 
+/// A server's `active` count for a connection still connecting, undone on drop: after a
+/// failed connect, and when the connect is cut because hapair is stopping (the connect
+/// future is dropped mid-way).
+struct Claimed(Option<Arc<Server>>);
+
+impl Claimed {
+    /// The connect succeeded: the connection keeps the count until it ends.
+    fn keep(mut self) -> Arc<Server> {
+        self.0.take().expect("a claim is kept once")
+    }
+}
+
+impl Drop for Claimed {
+    fn drop(&mut self) {
+        if let Some(s) = &self.0 {
+            s.counters.active.fetch_sub(1, Relaxed);
+        }
+    }
+}
+
 /// Connects to a server, retrying `retries` times: on another server when `redispatch` is on
 /// (the same server only if no other can take it), else on the same one. Every failure
 /// feeds passive health. On success the returned server counts the connection as active.
@@ -588,19 +608,20 @@ async fn connect(
             }
             (None, None) => return Err(failure),
         };
+        let claim = Claimed(Some(server.clone()));
         if attempt > 0 {
             l.counters.retries.fetch_add(1, Relaxed);
         }
         let err = match tokio::time::timeout(cfg.connect_timeout, connect_to(server.cfg.addr)).await
         {
             Ok(Ok(s)) => match dropped_before_first_byte(client, &s, cfg.connect_timeout).await {
-                None => return Ok((server, s, attempt)),
+                None => return Ok((claim.keep(), s, attempt)),
                 Some(e) => e,
             },
             Ok(Err(e)) => e.to_string(),
             Err(_) => format!("connect timeout after {:?}", cfg.connect_timeout),
         };
-        server.counters.active.fetch_sub(1, Relaxed);
+        drop(claim);
         server.counters.connect_failures.fetch_add(1, Relaxed);
         l.counters.connect_failures.fetch_add(1, Relaxed);
         if attempt < cfg.retries {
