@@ -16,7 +16,7 @@
 //! peer, so no thread wakes per request): tried with a C prototype on kernel 6.18 in the
 //! bench lab. Keep-alive through it was 19.7–23.1 k req/s against 36–43 k for this loop and
 //! for haproxy, because every redirected skb is sent by a kworker; large transfers in both
-//! directions at once stalled (3 of 9 runs of 64–256 MiB echoes); and the queue between the
+//! directions at once stalled (4 of 7 echoes of 64–256 MB); and the queue between the
 //! sockets is invisible, so a FIN can only be passed on after polling TCP_INFO byte counts.
 //!
 //! Idle connections hold no pipe and no buffer: a direction takes one from a shared pool when
