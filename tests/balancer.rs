@@ -1,4 +1,4 @@
-//! Behavioural tests of the balancer on loopback (127.0.0.0/8 only, bounded loads).
+//! Behavioural tests of the balancer on loopback (127.0.0.0/8 and ::1 only, bounded loads).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering::Relaxed};
@@ -677,6 +677,28 @@ async fn source_keeps_one_client_on_one_server() {
         seen.insert(hello_from(addr, Some(IpAddr::from([127, 0, 1, i]))).await.0);
     }
     assert!(seen.len() >= 2, "30 clients all on {seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ipv6_listener_serves_servers_of_both_families() {
+    let six = Backend::start("::1", Some("six")).await;
+    let four = Backend::start("127.0.0.1", Some("four")).await;
+    let mut cfg = listen("v6", vec![server("six", six.addr), server("four", four.addr)]);
+    cfg.bind = "[::1]:0".parse().unwrap();
+    let b = Balancer::start(vec![cfg]).await.unwrap();
+    let addr = b.local_addr("v6").unwrap();
+    assert!(addr.is_ipv6(), "{addr}");
+    let mut names = Vec::new();
+    for _ in 0..4 {
+        let (name, mut s) = hello(addr).await;
+        assert!(echo_ok(&mut s, b"both ways").await, "{name}");
+        names.push(name);
+    }
+    names.sort();
+    assert_eq!(names, ["four", "four", "six", "six"]);
+    let l = &b.snapshot().listeners[0];
+    assert_eq!(l.total, 4);
+    assert!(l.bytes_in >= 4 * 9 && l.bytes_out >= 4 * 9, "{} {}", l.bytes_in, l.bytes_out);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
