@@ -602,6 +602,53 @@ async fn an_http_check_503_gets_no_connections_until_it_returns_200() {
     assert_eq!(b.healthy_servers(), 0);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_connects_steer_traffic_but_do_not_lower_the_pair_priority() {
+    // The health port answers 200 while the traffic port refuses: only a node that carries
+    // traffic (the master) sees the refusals, so they must not tell the pair "pools down".
+    let health = TcpListener::bind("127.0.0.4:0").await.unwrap();
+    let hport = health.local_addr().unwrap().port();
+    let _h = health_server(health, Arc::new(AtomicU16::new(200))).await;
+    let closed = TcpListener::bind("127.0.0.4:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut cfg = listen("refuse", vec![server("a", closed)]);
+    cfg.retries = 0;
+    cfg.check = Some(CheckConfig {
+        kind: CheckKind::Http {
+            path: "/healthz".into(),
+            expect: 200,
+        },
+        port: Some(hport),
+        interval: Duration::from_millis(300),
+        timeout: Duration::from_millis(300),
+        fall: 2,
+        rise: 3,
+    });
+    let b = Balancer::start(vec![cfg]).await.unwrap();
+    wait_for("a up", Duration::from_secs(2), || {
+        state(&b, "refuse", "a") == ServerState::Up
+    })
+    .await;
+    let mut c = TcpStream::connect(b.local_addr("refuse").unwrap())
+        .await
+        .unwrap();
+    let mut x = Vec::new();
+    let _ = c.read_to_end(&mut x).await;
+    // Passive health took it out of this node's rotation at once...
+    assert_eq!(state(&b, "refuse", "a"), ServerState::Down);
+    assert_eq!(b.snapshot().listeners[0].no_server, 1);
+    // ...but its checks still pass, so the pair's signal stays "pools fine".
+    assert!(!b.all_pools_down());
+    // Three passing checks bring it back.
+    wait_for("a back up", Duration::from_secs(3), || {
+        state(&b, "refuse", "a") == ServerState::Up
+    })
+    .await;
+}
+
 // ---------------------------------------------------------------- algorithms
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -683,7 +730,10 @@ async fn source_keeps_one_client_on_one_server() {
 async fn an_ipv6_listener_serves_servers_of_both_families() {
     let six = Backend::start("::1", Some("six")).await;
     let four = Backend::start("127.0.0.1", Some("four")).await;
-    let mut cfg = listen("v6", vec![server("six", six.addr), server("four", four.addr)]);
+    let mut cfg = listen(
+        "v6",
+        vec![server("six", six.addr), server("four", four.addr)],
+    );
     cfg.bind = "[::1]:0".parse().unwrap();
     let b = Balancer::start(vec![cfg]).await.unwrap();
     let addr = b.local_addr("v6").unwrap();
@@ -698,7 +748,12 @@ async fn an_ipv6_listener_serves_servers_of_both_families() {
     assert_eq!(names, ["four", "four", "six", "six"]);
     let l = &b.snapshot().listeners[0];
     assert_eq!(l.total, 4);
-    assert!(l.bytes_in >= 4 * 9 && l.bytes_out >= 4 * 9, "{} {}", l.bytes_in, l.bytes_out);
+    assert!(
+        l.bytes_in >= 4 * 9 && l.bytes_out >= 4 * 9,
+        "{} {}",
+        l.bytes_in,
+        l.bytes_out
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -886,6 +941,55 @@ async fn reload_keeps_unchanged_servers_and_their_connections() {
         srv(&b, "rl", "a", &mut None).active >= 1,
         "a lost its counters"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_renames_or_swaps_listeners_keeps_their_ports_serving() {
+    let a = Backend::start("127.0.0.1", Some("a")).await;
+    let bb = Backend::start("127.0.0.1", Some("b")).await;
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    };
+    let (p1, p2) = (free(), free());
+    let on = |name: &str, bind: SocketAddr, to: SocketAddr| {
+        let mut c = listen(name, vec![server("s", to)]);
+        c.bind = bind;
+        c
+    };
+    let b = Balancer::start(vec![on("one", p1, a.addr), on("two", p2, bb.addr)])
+        .await
+        .unwrap();
+    assert_eq!(hello(p1).await.0, "a");
+    // Renamed, same port.
+    b.reload(vec![on("uno", p1, a.addr), on("two", p2, bb.addr)])
+        .await
+        .unwrap();
+    assert_eq!(b.local_addr("uno"), Some(p1));
+    for _ in 0..4 {
+        let (name, mut s) = tokio::time::timeout(Duration::from_secs(5), hello(p1))
+            .await
+            .expect("the renamed listener's port accepts but nobody serves it");
+        assert_eq!(name, "a");
+        assert!(echo_ok(&mut s, b"renamed").await);
+    }
+    // Two listeners swap their ports.
+    b.reload(vec![on("uno", p2, a.addr), on("two", p1, bb.addr)])
+        .await
+        .unwrap();
+    for _ in 0..4 {
+        let t = Duration::from_secs(5);
+        assert_eq!(
+            tokio::time::timeout(t, hello(p2)).await.expect("p2 dead").0,
+            "a"
+        );
+        assert_eq!(
+            tokio::time::timeout(t, hello(p1)).await.expect("p1 dead").0,
+            "b"
+        );
+    }
 }
 
 /// The proxy's two sockets of one connection, as `ss` shows them: the accepted one (source

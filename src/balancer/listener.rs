@@ -24,15 +24,6 @@ use super::shards::Shards;
 /// accepts with accept4(2), so a connection is accepted and served on one thread.
 pub(crate) type ListenSock = std::net::TcpListener;
 
-/// The shared listening socket as one connection thread's AsyncFd registers it.
-struct SharedSock(Arc<ListenSock>);
-
-impl AsRawFd for SharedSock {
-    fn as_raw_fd(&self) -> std::os::fd::RawFd {
-        self.0.as_raw_fd()
-    }
-}
-
 /// Binds a listening socket: SO_REUSEADDR, IP_FREEBIND (so a VIP that this node does not
 /// hold yet can be bound), non-blocking, with `backlog`. TCP_NODELAY and the keepalive
 /// settings are set here once: accepted sockets inherit them (Linux copies them from the
@@ -207,10 +198,16 @@ async fn accept_loop(
     shard: Option<usize>,
     kills: Arc<[CancellationToken]>,
 ) {
-    // SAFETY: SharedSock holds the listener, so its fd stays open while it is registered.
-    let sock =
-        unsafe { AsyncFd::register_with_interest(SharedSock(sock), tokio::io::Interest::READABLE) };
-    let sock = match sock {
+    // Each accept loop waits on its own dup of the listening fd. epoll keys a registration
+    // on the fd: when a reload hands this socket to a renamed listener (or two listeners
+    // swap ports), the new loops register while the old ones still hold theirs, and the
+    // same fd would fail with EEXIST and leave the port accepting into a backlog nobody
+    // serves. Closing the dup on exit deregisters it; the socket stays with the listener.
+    let sock = match sock.try_clone().and_then(|dup| {
+        // SAFETY: the AsyncFd owns the dup, so its fd stays open and the same while registered.
+        unsafe { AsyncFd::register_with_interest(dup, tokio::io::Interest::READABLE) }
+            .map_err(io::Error::from)
+    }) {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(listener = %l.name, "cannot wait on the listening socket: {e}");
@@ -218,11 +215,15 @@ async fn accept_loop(
         }
     };
     loop {
+        // Biased: a loop stopped by a reload must not take one more connection (with the
+        // old listener's servers) when it wakes for it together with its successor.
         let permit = tokio::select! {
+            biased;
             _ = stop.cancelled() => return,
             p = l.sem.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
         };
         let (stream, peer) = tokio::select! {
+            biased;
             _ = stop.cancelled() => return,
             r = accept(&sock) => match r {
                 Ok(x) => x,
@@ -273,7 +274,7 @@ async fn accept_loop(
 }
 
 /// One accept4(2), non-blocking and close-on-exec, when the listener is readable.
-async fn accept(sock: &AsyncFd<SharedSock>) -> io::Result<(std::net::TcpStream, SocketAddr)> {
+async fn accept(sock: &AsyncFd<ListenSock>) -> io::Result<(std::net::TcpStream, SocketAddr)> {
     loop {
         let mut ready = sock.readable().await?;
         let r = ready.try_io(|s| {

@@ -480,11 +480,12 @@ impl Balancer {
             .sum()
     }
 
-    /// True when there is at least one listener and no listener has a healthy server: the
-    /// pair then lowers this node's priority.
+    /// True when there is at least one listener and no listener has a server that passes
+    /// its active checks: the pair then lowers this node's priority. Passive failures are
+    /// left out: they steer this node's connections, but only the master sees them.
     pub fn all_pools_down(&self) -> bool {
         let ls = lock(&self.inner.listeners);
-        !ls.is_empty() && ls.iter().all(|l| l.pool.healthy() == 0)
+        !ls.is_empty() && ls.iter().all(|l| l.pool.checks_pass() == 0)
     }
 }
 

@@ -106,6 +106,9 @@ pub struct LastCheck {
 struct Health {
     /// `None` when the listener has no active check.
     counter: Option<RiseFall>,
+    /// The same rise/fall over the active checks alone, never forced down by a failed
+    /// connect: what the pair compares between the nodes (see [`Server::checks_pass`]).
+    checks: Option<RiseFall>,
     /// Without a check: the end of a passive hold.
     hold_until: Option<Instant>,
     last_check: Option<LastCheck>,
@@ -126,6 +129,8 @@ pub struct Server {
     healthy: AtomicBool,
     /// Set when the server has no check, so a pick knows to look at the passive hold.
     unchecked: AtomicBool,
+    /// The verdict of the active checks alone (true without a check).
+    checks_up: AtomicBool,
     /// The rise/fall counter and the last results; written by checks and passive failures.
     health: Mutex<Health>,
     pub counters: Counters,
@@ -151,7 +156,9 @@ impl Server {
             admin: AtomicU8::new(Admin::Ready as u8),
             healthy: AtomicBool::new(check.is_none()),
             unchecked: AtomicBool::new(check.is_none()),
+            checks_up: AtomicBool::new(check.is_none()),
             health: Mutex::new(Health {
+                checks: counter.clone(),
                 counter,
                 hold_until: None,
                 last_check: None,
@@ -218,6 +225,14 @@ impl Server {
         }
     }
 
+    /// Up by its active checks alone: passive failures (this node's failed connects) left
+    /// out. The backup carries no traffic and so sees none; comparing the nodes on this keeps
+    /// one client's failed connects on the master from moving the VIP to a node whose checks
+    /// of the same servers merely look better. True without a check.
+    pub fn checks_pass(&self) -> bool {
+        self.checks_up.load(Relaxed)
+    }
+
     /// May take new connections.
     pub fn is_usable(&self) -> bool {
         self.admin() == Admin::Ready && self.is_healthy()
@@ -242,6 +257,10 @@ impl Server {
             detail: result.err().unwrap_or_default(),
             at_unix_ms: now,
         });
+        if let Some(c) = h.checks.as_mut() {
+            c.observe(ok);
+            self.checks_up.store(c.is_up(), Relaxed);
+        }
         let Some(c) = h.counter.as_mut() else { return };
         let t = c.observe(ok);
         if let Some(t) = t {
@@ -284,12 +303,23 @@ impl Server {
         let mut h = self.lock_health();
         let up = self.healthy.load(Relaxed);
         match (check, h.counter.as_mut()) {
-            (Some(c), Some(counter)) => counter.set_limits(c.rise, c.fall),
-            (Some(c), None) => h.counter = Some(RiseFall::new(c.rise, c.fall, up)),
+            (Some(c), Some(counter)) => {
+                counter.set_limits(c.rise, c.fall);
+                if let Some(checks) = h.checks.as_mut() {
+                    checks.set_limits(c.rise, c.fall);
+                }
+            }
+            (Some(c), None) => {
+                h.counter = Some(RiseFall::new(c.rise, c.fall, up));
+                h.checks = h.counter.clone();
+                self.checks_up.store(up, Relaxed);
+            }
             (None, _) => {
                 h.counter = None;
+                h.checks = None;
                 h.hold_until = None;
                 self.healthy.store(true, Relaxed);
+                self.checks_up.store(true, Relaxed);
             }
         }
         self.unchecked.store(check.is_none(), Relaxed);
@@ -406,5 +436,11 @@ impl Pool {
     /// Servers that pass their checks (admin state ignored).
     pub fn healthy(&self) -> usize {
         self.servers().iter().filter(|s| s.is_healthy()).count()
+    }
+
+    /// Servers that pass their active checks, passive failures left out (see
+    /// [`Server::checks_pass`]).
+    pub fn checks_pass(&self) -> usize {
+        self.servers().iter().filter(|s| s.checks_pass()).count()
     }
 }
