@@ -944,6 +944,35 @@ async fn reload_keeps_unchanged_servers_and_their_connections() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maint_survives_a_reload_that_resolves_the_host_elsewhere() {
+    let old = Backend::start("127.0.0.1", Some("old")).await;
+    let moved = Backend::start("127.0.0.1", Some("moved")).await;
+    let other = Backend::start("127.0.0.1", Some("other")).await;
+    // `addr_text` is what the operator wrote; `addr` what it resolved to at load time.
+    let named = |addr: SocketAddr| ServerConfig {
+        addr_text: "impala1.example.org:21050".into(),
+        ..server("impala1", addr)
+    };
+    let cfg = listen("dns", vec![named(old.addr), server("impala2", other.addr)]);
+    let b = Balancer::start(vec![cfg.clone()]).await.unwrap();
+    b.disable(Some("dns"), "impala1").unwrap();
+    let mut new = cfg;
+    new.servers[0] = named(moved.addr);
+    b.reload(vec![new]).await.unwrap();
+    assert_eq!(state(&b, "dns", "impala1"), ServerState::Maint);
+    let addr = b.local_addr("dns").unwrap();
+    for _ in 0..4 {
+        assert_eq!(hello(addr).await.0, "other");
+    }
+    b.enable(Some("dns"), "impala1").unwrap();
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..6 {
+        seen.insert(hello(addr).await.0);
+    }
+    assert!(seen.contains("moved") && !seen.contains("old"), "{seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_that_renames_or_swaps_listeners_keeps_their_ports_serving() {
     let a = Backend::start("127.0.0.1", Some("a")).await;
     let bb = Backend::start("127.0.0.1", Some("b")).await;

@@ -72,6 +72,33 @@ fn check_reports_every_error_with_file_line_col_and_exits_1() {
 }
 
 #[test]
+fn check_refuses_a_random_bind_port_and_a_timeout_past_haproxys_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = format!(
+        "{GOOD}\n[[listen]]\nname = \"hs2\"\nbind = \"0.0.0.0:0\"\n\
+         client_timeout = \"300000000000y\"\nserver_timeout = \"30d\"\n\
+         servers = [{{ name = \"impala1\", addr = \"127.0.0.1:21050\" }}]\n"
+    );
+    let p = write(dir.path(), "bad.toml", &bad);
+    let (code, _out, err) = hapair(&["check", "-c", &p]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!("{p}:14:8: bind: \"0.0.0.0:0\" has port 0")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "{p}:15:18: client_timeout: `300000000000y` is longer than the limit of 24.8 days"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("{p}:16:18: server_timeout: `30d` is longer")),
+        "{err}"
+    );
+}
+
+#[test]
 fn check_reports_toml_syntax_errors_with_position() {
     let dir = tempfile::tempdir().unwrap();
     let p = write(

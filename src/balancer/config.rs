@@ -207,6 +207,13 @@ fn duration(
 ) -> Duration {
     let Some(v) = v else { return default };
     match humantime::parse_duration(v.get_ref().trim()) {
+        Ok(d) if d > crate::config::MAX_DURATION => {
+            errs.push(
+                v,
+                format!("{key}: {}", crate::config::too_long(v.get_ref())),
+            );
+            default
+        }
         Ok(d) => d,
         Err(e) => {
             errs.push(
@@ -281,6 +288,10 @@ impl RawListen {
             errs.push(&self.name, "name: must not be empty");
         }
         let bind = match self.bind.get_ref().parse::<SocketAddr>() {
+            Ok(a) if a.port() == 0 => {
+                errs.push(&self.bind, format!("bind: {:?} has port 0, which would listen on a random port; give the port clients connect to", self.bind.get_ref()));
+                a
+            }
             Ok(a) => a,
             Err(_) => {
                 errs.push(&self.bind, format!("bind: {:?} is not an address:port (e.g. \"0.0.0.0:21050\", \"[::]:21050\")", self.bind.get_ref()));

@@ -329,7 +329,21 @@ impl Balancer {
                     }
                     servers.push(s.clone());
                 }
-                None => servers.push(Arc::new(Server::new(sc.clone(), cfg.check.as_ref()))),
+                None => {
+                    let s = Arc::new(Server::new(sc.clone(), cfg.check.as_ref()));
+                    // The same name and host whose name now resolves elsewhere: a new server
+                    // (health and counters start over), but drain or maint set by an
+                    // operator stays.
+                    if let Some(was) = current
+                        .iter()
+                        .find(|o| o.cfg.name == sc.name && o.cfg.addr_text == sc.addr_text)
+                    {
+                        tracing::info!(listener = %l.name, server = s.name(),
+                            "address changed: {} => {}", was.cfg.addr, sc.addr);
+                        s.set_admin(was.admin());
+                    }
+                    servers.push(s);
+                }
             }
         }
         for s in current

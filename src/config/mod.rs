@@ -139,10 +139,23 @@ pub fn parse(path: &Path, text: &str, host: Host) -> Result<Loaded, Diags> {
     })
 }
 
+/// The longest duration a config may give, haproxy's limit too (2^31-1 ms, 24.8 days).
+/// Much longer ones would overflow the monotonic clock when a timer adds them to it.
+pub(crate) const MAX_DURATION: Duration = Duration::from_millis(i32::MAX as u64);
+
+/// The error for a duration over [`MAX_DURATION`].
+pub(crate) fn too_long(s: &str) -> String {
+    format!("`{s}` is longer than the limit of 24.8 days (2^31-1 ms, as in haproxy)")
+}
+
 /// Parse "100ms", "5s", "1m30s".
 pub(crate) fn duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim())
-        .map_err(|e| format!("`{s}` is not a duration ({e}); write e.g. \"100ms\" or \"5s\""))
+    let d = humantime::parse_duration(s.trim())
+        .map_err(|e| format!("`{s}` is not a duration ({e}); write e.g. \"100ms\" or \"5s\""))?;
+    if d > MAX_DURATION {
+        return Err(too_long(s));
+    }
+    Ok(d)
 }
 
 /// Addresses configured on this host, for "peer must not be ours".

@@ -203,6 +203,11 @@ impl RawZk {
         let session_timeout = match &self.session_timeout {
             None => DEFAULT_SESSION_TIMEOUT,
             Some(s) => match humantime::parse_duration(s.get_ref().trim()) {
+                Ok(d) if d > crate::config::MAX_DURATION => {
+                    let msg = crate::config::too_long(s.get_ref());
+                    errs.push((span(s), format!("session_timeout: {msg}")));
+                    DEFAULT_SESSION_TIMEOUT
+                }
                 Ok(d) if d >= Duration::from_millis(100) => d,
                 Ok(_) => {
                     errs.push((span(s), "session_timeout: must be at least 100ms".into()));
