@@ -1021,6 +1021,38 @@ async fn a_reload_that_renames_or_swaps_listeners_keeps_their_ports_serving() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renamed_listener_keeps_its_servers_health_drain_and_counters() {
+    let a = Backend::start("127.0.0.1", Some("a")).await;
+    let bb = Backend::start("127.0.0.1", Some("b")).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut cfg = listen("old", vec![server("a", a.addr), server("b", bb.addr)]);
+    cfg.bind = port;
+    cfg.check = Some(tcp_check(100, 2, 2));
+    let b = Balancer::start(vec![cfg.clone()]).await.unwrap();
+    wait_for("both up", Duration::from_secs(2), || {
+        state(&b, "old", "a") == ServerState::Up && state(&b, "old", "b") == ServerState::Up
+    })
+    .await;
+    b.drain(Some("old"), "b").unwrap();
+    assert_eq!(hello(port).await.0, "a");
+    cfg.name = "new".into();
+    b.reload(vec![cfg]).await.unwrap();
+    // At once: a new server would be pending its first check, and b would be ready again.
+    assert_eq!(state(&b, "new", "a"), ServerState::Up);
+    assert_eq!(state(&b, "new", "b"), ServerState::Drain);
+    assert!(
+        srv(&b, "new", "a", &mut None).total >= 1,
+        "a's counters were reset"
+    );
+    for _ in 0..4 {
+        assert_eq!(hello(port).await.0, "a");
+    }
+}
+
 /// The proxy's two sockets of one connection, as `ss` shows them: the accepted one (source
 /// port = the listener's) and the one to the server (destination port = the backend's).
 fn proxy_sockets(listen_port: u16, backend_port: u16) -> Vec<String> {

@@ -163,7 +163,8 @@ impl Balancer {
 
     /// Applies a new set of listeners as a diff by name. Unchanged listeners and servers keep
     /// their sockets, connections, counters and state. A listener whose `bind` changed gets a
-    /// new socket; a server whose address changed is replaced (it starts as a new server).
+    /// new socket; a server whose address changed is replaced (it starts as a new server, with
+    /// the old one's drain/maint). A renamed listener (same `bind`) keeps socket and servers.
     /// Removed listeners stop accepting and removed servers get no new connections; their
     /// existing connections finish. New sockets are bound before anything changes, so a bind
     /// error leaves the old set running untouched.
@@ -212,6 +213,7 @@ impl Balancer {
         // 2. Apply.
         let mut retired: Vec<Arc<ListenSock>> = Vec::new();
         let mut next: Vec<Arc<Listener>> = Vec::with_capacity(new.len());
+        let names: Vec<String> = new.iter().map(|c| c.name.clone()).collect();
         for (cfg, sock) in new.into_iter().zip(socks) {
             let old = cur
                 .iter()
@@ -222,7 +224,18 @@ impl Balancer {
                     self.update_listener(&l, cfg, sock, &mut retired);
                     l
                 }
-                None => self.new_listener(cfg, sock),
+                None => {
+                    // A listener that is going away and whose socket this one took over
+                    // was renamed: its servers carry over.
+                    let renamed = cur.iter().find(|l| {
+                        !names.contains(&l.name)
+                            && lock(&l.acceptor)
+                                .sock
+                                .as_ref()
+                                .is_some_and(|k| Arc::ptr_eq(k, &sock))
+                    });
+                    self.new_listener(cfg, sock, renamed)
+                }
             };
             next.push(l);
         }
@@ -250,11 +263,32 @@ impl Balancer {
         Ok(())
     }
 
-    fn new_listener(&self, cfg: ListenConfig, sock: Arc<ListenSock>) -> Arc<Listener> {
+    /// Starts a listener. `renamed`: the listener it replaces under another name, whose
+    /// servers with the same name and address it keeps, with their health, drain/maint and
+    /// counters (new servers would take no traffic until their first check passes).
+    fn new_listener(
+        &self,
+        cfg: ListenConfig,
+        sock: Arc<ListenSock>,
+        renamed: Option<&Arc<Listener>>,
+    ) -> Arc<Listener> {
+        let was = renamed.map(|l| (l.pool.servers(), l.config().check.clone()));
         let servers: Vec<Arc<Server>> = cfg
             .servers
             .iter()
-            .map(|s| Arc::new(Server::new(s.clone(), cfg.check.as_ref())))
+            .map(|sc| {
+                let kept = was.as_ref().and_then(|(ss, check)| {
+                    let s = ss
+                        .iter()
+                        .find(|s| s.cfg.name == sc.name && s.cfg.addr == sc.addr)?;
+                    s.set_weight_backup(sc.weight, sc.backup);
+                    if *check != cfg.check {
+                        s.set_check(cfg.check.as_ref());
+                    }
+                    Some(s.clone())
+                });
+                kept.unwrap_or_else(|| Arc::new(Server::new(sc.clone(), cfg.check.as_ref())))
+            })
             .collect();
         let stop = self.inner.root.child_token();
         let checks = self.inner.root.child_token();
