@@ -300,8 +300,9 @@ impl Server {
 
     /// Installs a new check config (reload), keeping the current health verdict.
     pub(crate) fn set_check(&self, check: Option<&CheckConfig>) {
+        // Read through is_healthy so that a passive hold that has run out counts as over.
+        let up = self.is_healthy();
         let mut h = self.lock_health();
-        let up = self.healthy.load(Relaxed);
         match (check, h.counter.as_mut()) {
             (Some(c), Some(counter)) => {
                 counter.set_limits(c.rise, c.fall);
@@ -311,8 +312,9 @@ impl Server {
             }
             (Some(c), None) => {
                 h.counter = Some(RiseFall::new(c.rise, c.fall, up));
-                h.checks = h.counter.clone();
-                self.checks_up.store(up, Relaxed);
+                // The checks have said nothing bad yet; a passive hold must not seed them.
+                h.checks = Some(RiseFall::new(c.rise, c.fall, true));
+                self.checks_up.store(true, Relaxed);
             }
             (None, _) => {
                 h.counter = None;
@@ -442,5 +444,42 @@ impl Pool {
     /// [`Server::checks_pass`]).
     pub fn checks_pass(&self) -> usize {
         self.servers().iter().filter(|s| s.checks_pass()).count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::balancer::config::CheckKind;
+
+    #[test]
+    fn a_check_added_on_reload_is_not_seeded_by_a_passive_hold() {
+        let cfg = ServerConfig {
+            name: "impala1".into(),
+            addr_text: "127.0.0.1:21050".into(),
+            addr: "127.0.0.1:21050".parse().unwrap(),
+            weight: 1,
+            backup: false,
+        };
+        let s = Server::new(cfg, None);
+        s.passive_failure("Connection refused");
+        assert!(!s.is_usable());
+        let check = CheckConfig {
+            kind: CheckKind::Tcp,
+            port: None,
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+            fall: 2,
+            rise: 2,
+        };
+        s.set_check(Some(&check));
+        // Routing still keeps it out (its hold is not over), but the pair's view, which only
+        // the checks feed, has heard nothing bad: it stays up until `fall` checks fail.
+        assert!(!s.is_usable());
+        assert!(s.checks_pass());
+        s.observe_check(Err("refused".into()));
+        assert!(s.checks_pass());
+        s.observe_check(Err("refused".into()));
+        assert!(!s.checks_pass());
     }
 }

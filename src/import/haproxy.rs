@@ -72,16 +72,17 @@ fn time(s: &str) -> Option<Duration> {
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (n, unit) = s.split_at(split);
     let n: u64 = n.parse().ok()?;
-    let ms = match unit {
-        "" | "ms" => n,
-        "us" => n.div_ceil(1000),
-        "s" => n * 1000,
-        "m" => n * 60_000,
-        "h" => n * 3_600_000,
-        "d" => n * 86_400_000,
+    let per_ms = match unit {
+        "" | "ms" => 1,
+        "us" => return Some(Duration::from_millis(n.div_ceil(1000))),
+        "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
         _ => return None,
     };
-    Some(Duration::from_millis(ms))
+    // An absurd count (haproxy itself refuses over 2^31-1 ms) is not understood, not wrapped.
+    Some(Duration::from_millis(n.checked_mul(per_ms)?))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -958,6 +959,8 @@ mod tests {
         assert_eq!(time("500us"), Some(Duration::from_millis(1)));
         assert_eq!(time("5 s"), None);
         assert_eq!(time("soon"), None);
+        // Too large for a u64 of ms: not understood, and no overflow.
+        assert_eq!(time("999999999999999999d"), None);
     }
 
     #[test]
