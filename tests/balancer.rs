@@ -976,13 +976,13 @@ async fn maint_survives_a_reload_that_resolves_the_host_elsewhere() {
 async fn a_reload_that_renames_or_swaps_listeners_keeps_their_ports_serving() {
     let a = Backend::start("127.0.0.1", Some("a")).await;
     let bb = Backend::start("127.0.0.1", Some("b")).await;
-    let free = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-    };
-    let (p1, p2) = (free(), free());
+    // Both held while their ports are read, so the two differ.
+    let (h1, h2) = (
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
+    );
+    let (p1, p2) = (h1.local_addr().unwrap(), h2.local_addr().unwrap());
+    drop((h1, h2));
     let on = |name: &str, bind: SocketAddr, to: SocketAddr| {
         let mut c = listen(name, vec![server("s", to)]);
         c.bind = bind;
